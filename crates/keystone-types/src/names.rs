@@ -1,0 +1,85 @@
+//! Names of the objects the controllers create for a KeystoneAPI. Builders take names from here, never from
+//! ad-hoc string formatting, so that every controller and test agrees on them. The CRD limits KeystoneAPI
+//! names to 40 characters, which keeps every derived name within its Kubernetes limit (52 for CronJobs).
+
+/// ConfigMap with the non-secret configuration (`keystone.conf`, `logging.conf`, `policy.yaml`, ...).
+pub fn config_map(instance: &str) -> String {
+    format!("{instance}-config")
+}
+
+/// Secret with the configuration parts that hold secrets (the `[database]` drop-in, transport URL).
+pub fn config_secret(instance: &str) -> String {
+    format!("{instance}-config-secret")
+}
+
+/// Secret of fernet token keys; data keys are Keystone's file names `0`, `1`, ...
+pub fn fernet_keys_secret(instance: &str) -> String {
+    format!("{instance}-fernet-keys")
+}
+
+/// Secret of credential encryption keys, laid out like the fernet keys.
+pub fn credential_keys_secret(instance: &str) -> String {
+    format!("{instance}-credential-keys")
+}
+
+/// Service of one endpoint: `<instance>-internal` or `<instance>-public`.
+pub fn service(instance: &str, endpoint: crate::v1beta1::Endpoint) -> String {
+    format!("{instance}-{}", endpoint.as_str())
+}
+
+/// The API Deployment (and its PodDisruptionBudget).
+pub fn deployment(instance: &str) -> String {
+    format!("{instance}-api")
+}
+
+/// ServiceAccount the Keystone pods run as.
+pub fn service_account(instance: &str) -> String {
+    format!("{instance}-keystone")
+}
+
+/// Job that creates the database and user.
+pub fn db_create_job(instance: &str) -> String {
+    format!("{instance}-db-create")
+}
+
+/// Job that runs `keystone-manage db_sync`.
+pub fn db_sync_job(instance: &str) -> String {
+    format!("{instance}-db-sync")
+}
+
+/// Job that runs `keystone-manage bootstrap`.
+pub fn bootstrap_job(instance: &str) -> String {
+    format!("{instance}-bootstrap")
+}
+
+/// CronJob that runs `keystone-manage trust_flush`.
+pub fn trust_flush_cronjob(instance: &str) -> String {
+    format!("{instance}-trust-flush")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1beta1::Endpoint;
+
+    #[test]
+    fn longest_instance_name_fits_every_limit() {
+        let instance = "a".repeat(40);
+        assert!(trust_flush_cronjob(&instance).len() <= 52);
+        for endpoint in Endpoint::ALL {
+            assert!(service(&instance, endpoint).len() <= 63);
+        }
+        for name in [
+            config_map(&instance),
+            config_secret(&instance),
+            fernet_keys_secret(&instance),
+            credential_keys_secret(&instance),
+            deployment(&instance),
+            db_create_job(&instance),
+            db_sync_job(&instance),
+            bootstrap_job(&instance),
+        ] {
+            assert!(name.len() <= 63, "{name} too long for a label value");
+        }
+    }
+}

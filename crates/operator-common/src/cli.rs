@@ -1,0 +1,82 @@
+//! Command-line options every controller binary accepts (each also reads them from the environment).
+
+use std::net::SocketAddr;
+
+use crate::telemetry::LogFormat;
+
+/// Options shared by the three controllers; flatten this into each binary's own `clap` struct.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CommonArgs {
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "KEYSTONE_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Log format: json (for the cluster) or compact (for a terminal).
+    #[arg(
+        long,
+        env = "KEYSTONE_OPERATOR_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+
+    /// Default log filter when RUST_LOG is unset (tracing EnvFilter syntax).
+    #[arg(long, env = "KEYSTONE_OPERATOR_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "KEYSTONE_OPERATOR_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// How long to wait at startup for the KeystoneAPI CRD to become Established when it exists but is not
+    /// yet established (a CRD that is not installed at all fails at once).
+    #[arg(long, env = "KEYSTONE_OPERATOR_CRD_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub crd_wait: std::time::Duration,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `2h` (one unit).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?} has no unit (ms, s, m, h)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} does not start with a number"))?;
+    let secs = |m: u64| std::time::Duration::from_secs(n.saturating_mul(m));
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(secs(1)),
+        "m" => Ok(secs(60)),
+        "h" => Ok(secs(3600)),
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rstest::rstest;
+
+    use super::parse_duration;
+
+    #[rstest]
+    #[case("500ms", Duration::from_millis(500))]
+    #[case("30s", Duration::from_secs(30))]
+    #[case("5m", Duration::from_secs(300))]
+    #[case("2h", Duration::from_secs(7200))]
+    fn parses(#[case] input: &str, #[case] want: Duration) {
+        assert_eq!(parse_duration(input), Ok(want));
+    }
+
+    #[rstest]
+    #[case("")]
+    #[case("30")]
+    #[case("s")]
+    #[case("3d")]
+    fn rejects(#[case] input: &str) {
+        assert!(parse_duration(input).is_err(), "{input:?} accepted");
+    }
+}

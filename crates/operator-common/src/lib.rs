@@ -1,0 +1,16 @@
+//! What all three Keystone controllers share: command-line options, tracing, the health and metrics server,
+//! the reconcile metrics, the CRD presence check, server-side-apply helpers for children and for a
+//! controller's own status fields, condition bookkeeping, and graceful shutdown.
+
+pub mod apply;
+pub mod cli;
+pub mod conditions;
+pub mod crd;
+pub mod metrics;
+pub mod redact;
+pub mod runtime;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use redact::Redacted;

@@ -1,0 +1,123 @@
+//! The startup and shutdown sequence every controller binary follows, so that their `main.rs` holds only
+//! wiring: telemetry → health server (so /healthz answers at once) → client → CRD check (fatal with an
+//! install hint) → watch → /readyz after the first sync → graceful shutdown on SIGTERM, exit 0.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client};
+use tokio::task::JoinHandle;
+
+use keystone_types::conditions::Controller;
+
+use crate::cli::CommonArgs;
+use crate::metrics::ControllerMetrics;
+use crate::server::Health;
+
+/// A running controller process: its client, metrics, health flags and shutdown signal.
+#[allow(missing_debug_implementations)]
+pub struct Runtime {
+    /// Kubernetes client (kubeconfig or in-cluster).
+    pub client: Client,
+    /// This controller's metrics.
+    pub metrics: ControllerMetrics,
+    /// Readiness flags served on /readyz.
+    pub health: Arc<Health>,
+    namespace: Option<String>,
+    shutdown: Shared<BoxFuture<'static, ()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Runtime {
+    /// Runs the startup sequence up to and including the CRD check. An error here means the process must
+    /// exit non-zero; its message says what to do.
+    pub async fn start(controller: Controller, args: &CommonArgs) -> anyhow::Result<Self> {
+        crate::telemetry::init(args.log_format, &args.log_level).context("cannot initialise logging")?;
+        tracing::info!(controller = %controller, version = env!("CARGO_PKG_VERSION"), "starting");
+
+        let metrics = ControllerMetrics::new(controller.short_name()).context("cannot create metrics")?;
+        let health = Arc::new(Health::default());
+        let shutdown = crate::shutdown::signal_received().boxed().shared();
+        let serve = crate::server::bind(
+            args.metrics_addr,
+            health.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
+        let server = tokio::spawn(serve);
+
+        let client = Client::try_default()
+            .await
+            .context("cannot create a Kubernetes client (no usable kubeconfig or in-cluster config)")?;
+        if let Err(error) =
+            crate::crd::ensure_established(client.clone(), keystone_types::CRD_NAME, args.crd_wait).await
+        {
+            tracing::error!(%error, "KeystoneAPI CRD unavailable");
+            return Err(error.into());
+        }
+        health.set_crd_established();
+        tracing::info!(crd = keystone_types::CRD_NAME, "CRD established");
+
+        Ok(Self {
+            client,
+            metrics,
+            health,
+            namespace: args.namespace.clone(),
+            shutdown,
+            server,
+        })
+    }
+
+    /// The KeystoneAPI API handle for the watched scope (one namespace, or all).
+    pub fn keystoneapi_api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// The watched namespace, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// Marks the replica ready once the controller's store has its first full list.
+    pub fn mark_ready_when_synced<K>(&self, store: Store<K>)
+    where
+        K: kube::Resource + Clone + Send + Sync + 'static,
+        K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+    {
+        let health = self.health.clone();
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                health.set_watch_synced();
+                tracing::info!("initial watch sync done; ready");
+            }
+        });
+    }
+
+    /// Completes when SIGTERM or SIGINT arrives.
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        self.shutdown.clone()
+    }
+
+    /// Waits for the health server to stop after the shutdown signal.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.shutdown.await;
+        self.server
+            .await
+            .context("health server task failed")?
+            .context("health server failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
