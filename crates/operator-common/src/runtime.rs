@@ -3,6 +3,7 @@
 //! install hint) → watch → /readyz after the first sync → graceful shutdown on SIGTERM, exit 0.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::FutureExt;
@@ -98,9 +99,18 @@ impl Runtime {
     {
         let health = self.health.clone();
         tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                health.set_watch_synced();
-                tracing::info!("initial watch sync done; ready");
+            // The store's readiness is a oneshot channel that keeps only the last waiter's waker, and the
+            // controller's own applier waits on it too; so poll with a short timeout instead of waiting once.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+                    Ok(Ok(())) => {
+                        health.set_watch_synced();
+                        tracing::info!("initial watch sync done; ready");
+                        return;
+                    }
+                    Ok(Err(_)) => return,
+                    Err(_elapsed) => continue,
+                }
             }
         });
     }

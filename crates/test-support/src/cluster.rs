@@ -1,0 +1,101 @@
+//! The shared local control plane and fresh namespaces.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use tokio::sync::OnceCell;
+
+/// The repository root (tests run with the crate directory as cwd).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+/// A running control plane: its kubeconfig path.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// Path of the admin kubeconfig.
+    pub kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    fn up(name: &str, extra: &[&str]) -> Cluster {
+        let script = repo_root().join("hack/local-cluster.sh");
+        let out = Command::new(&script)
+            .arg("up")
+            .args(["--name", name])
+            .args(extra)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "the local control plane `{name}` did not start ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let kubeconfig = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("export KUBECONFIG="))
+            .unwrap_or_else(|| panic!("local-cluster.sh printed no KUBECONFIG: {stdout}"));
+        Cluster { kubeconfig: PathBuf::from(kubeconfig) }
+    }
+
+    /// A client for this control plane.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("client config");
+        Client::try_from(config).expect("client")
+    }
+}
+
+static TEST: OnceCell<Cluster> = OnceCell::const_new();
+static BARE: OnceCell<Cluster> = OnceCell::const_new();
+
+/// The shared test control plane (etcd, kube-apiserver, kube-controller-manager) with the CRDs installed.
+pub async fn test_cluster() -> &'static Cluster {
+    TEST.get_or_init(|| async { tokio::task::block_in_place(|| Cluster::up("test", &[])) }).await
+}
+
+/// A second control plane with no CRDs and no controller manager, for start-up failure tests.
+pub async fn bare_cluster() -> &'static Cluster {
+    BARE.get_or_init(|| async { tokio::task::block_in_place(|| Cluster::up("bare", &["--no-crds", "--no-kcm"])) })
+        .await
+}
+
+/// A client for the shared test control plane.
+pub async fn client() -> Client {
+    test_cluster().await.client().await
+}
+
+/// A namespace created for one test; `delete` removes it (the namespace controller finishes the job).
+pub struct TestNamespace {
+    /// Namespace name.
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `<prefix>-<pid>-<n>`.
+    pub async fn new(client: &Client, prefix: &str) -> TestNamespace {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { "keystone-operator-test": "true" } }
+        }))
+        .expect("namespace");
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+        TestNamespace { name, client: client.clone() }
+    }
+
+    /// Deletes the namespace (and with it everything the test created).
+    pub async fn delete(self) {
+        let _ = Api::<Namespace>::all(self.client).delete(&self.name, &DeleteParams::background()).await;
+    }
+}
