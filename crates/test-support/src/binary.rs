@@ -22,14 +22,22 @@ fn spawn(binary: &Path, cluster: &Cluster, addr: SocketAddr, namespace: Option<&
     let mut cmd = Command::new(binary);
     cmd.env("KUBECONFIG", &cluster.kubeconfig)
         .env_remove("RUST_LOG")
-        .args(["--metrics-addr", &addr.to_string(), "--log-format", "compact", "--crd-wait", "5s"])
+        .args([
+            "--metrics-addr",
+            &addr.to_string(),
+            "--log-format",
+            "compact",
+            "--crd-wait",
+            "5s",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     if let Some(ns) = namespace {
         cmd.args(["--namespace", ns]);
     }
-    cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
 }
 
 async fn output_of(child: &mut Child) -> String {
@@ -45,7 +53,10 @@ async fn output_of(child: &mut Child) -> String {
 
 fn reconcile_runs(metrics: &str, short: &str) -> Option<u64> {
     let name = format!("keystone_{short}_reconcile_runs_total ");
-    metrics.lines().find_map(|l| l.strip_prefix(&name)).and_then(|v| v.trim().parse().ok())
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Starts `binary`, waits for /readyz, checks /healthz and /metrics (the counter moves when a KeystoneAPI
@@ -69,8 +80,12 @@ pub async fn check_lifecycle(binary: &str, short: &str) {
     assert_eq!(code, 200);
     let (code, metrics) = http::get(addr, "/metrics").await.expect("metrics");
     assert_eq!(code, 200);
-    let before = reconcile_runs(&metrics, short).unwrap_or_else(|| panic!("no reconcile counter in:\n{metrics}"));
-    assert!(metrics.contains(&format!("keystone_{short}_ready 1")), "{metrics}");
+    let before =
+        reconcile_runs(&metrics, short).unwrap_or_else(|| panic!("no reconcile counter in:\n{metrics}"));
+    assert!(
+        metrics.contains(&format!("keystone_{short}_ready 1")),
+        "{metrics}"
+    );
 
     // A new KeystoneAPI in the watched namespace must be reconciled.
     let ar = ApiResource::erase::<KeystoneAPI>(&());
@@ -80,25 +95,37 @@ pub async fn check_lifecycle(binary: &str, short: &str) {
         "metadata": { "name": "keystone" }, "spec": {}
     }))
     .expect("object");
-    api.create(&PostParams::default(), &obj).await.expect("create KeystoneAPI");
-    wait::until("the reconcile counter to move", Duration::from_secs(30), || async {
-        let (_, metrics) = http::get(addr, "/metrics").await.map_err(|e| e.to_string())?;
-        match reconcile_runs(&metrics, short) {
-            Some(n) if n > before => Ok(()),
-            other => Err(format!("runs = {other:?}, before = {before}")),
-        }
-    })
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("create KeystoneAPI");
+    wait::until(
+        "the reconcile counter to move",
+        Duration::from_secs(30),
+        || async {
+            let (_, metrics) = http::get(addr, "/metrics").await.map_err(|e| e.to_string())?;
+            match reconcile_runs(&metrics, short) {
+                Some(n) if n > before => Ok(()),
+                other => Err(format!("runs = {other:?}, before = {before}")),
+            }
+        },
+    )
     .await;
 
     let pid = child.id().expect("pid").to_string();
-    let kill = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(kill.success());
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
         .expect("exit within 20s of SIGTERM")
         .expect("wait");
     let out = output_of(&mut child).await;
-    assert!(status.success(), "exit status {status} after SIGTERM; output:\n{out}");
+    assert!(
+        status.success(),
+        "exit status {status} after SIGTERM; output:\n{out}"
+    );
     assert!(out.contains("shutting down"), "{out}");
     ns.delete().await;
 }
@@ -114,7 +141,13 @@ pub async fn check_missing_crd(binary: &str) {
         .expect("wait");
     let out = output_of(&mut child).await;
     assert!(!status.success(), "exited 0 without the CRD; output:\n{out}");
-    assert!(out.contains("keystoneapis.keystone.openstack.org is not installed"), "{out}");
-    assert!(out.contains("kubectl apply --server-side -f manifests/crds/"), "{out}");
+    assert!(
+        out.contains("keystoneapis.keystone.openstack.org is not installed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kubectl apply --server-side -f manifests/crds/"),
+        "{out}"
+    );
     assert!(out.contains("helm install"), "{out}");
 }

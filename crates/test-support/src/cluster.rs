@@ -12,7 +12,10 @@ use tokio::sync::OnceCell;
 
 /// The repository root (tests run with the crate directory as cwd).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
 }
 
 /// A running control plane: its kubeconfig path.
@@ -42,7 +45,9 @@ impl Cluster {
             .lines()
             .find_map(|l| l.strip_prefix("export KUBECONFIG="))
             .unwrap_or_else(|| panic!("local-cluster.sh printed no KUBECONFIG: {stdout}"));
-        Cluster { kubeconfig: PathBuf::from(kubeconfig) }
+        Cluster {
+            kubeconfig: PathBuf::from(kubeconfig),
+        }
     }
 
     /// A client for this control plane.
@@ -60,13 +65,16 @@ static BARE: OnceCell<Cluster> = OnceCell::const_new();
 
 /// The shared test control plane (etcd, kube-apiserver, kube-controller-manager) with the CRDs installed.
 pub async fn test_cluster() -> &'static Cluster {
-    TEST.get_or_init(|| async { tokio::task::block_in_place(|| Cluster::up("test", &[])) }).await
+    TEST.get_or_init(|| async { tokio::task::block_in_place(|| Cluster::up("test", &[])) })
+        .await
 }
 
 /// A second control plane with no CRDs and no controller manager, for start-up failure tests.
 pub async fn bare_cluster() -> &'static Cluster {
-    BARE.get_or_init(|| async { tokio::task::block_in_place(|| Cluster::up("bare", &["--no-crds", "--no-kcm"])) })
-        .await
+    BARE.get_or_init(|| async {
+        tokio::task::block_in_place(|| Cluster::up("bare", &["--no-crds", "--no-kcm"]))
+    })
+    .await
 }
 
 /// A client for the shared test control plane.
@@ -85,17 +93,29 @@ impl TestNamespace {
     /// Creates `<prefix>-<pid>-<n>`.
     pub async fn new(client: &Client, prefix: &str) -> TestNamespace {
         static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": { "name": name, "labels": { "keystone-operator-test": "true" } }
         }))
         .expect("namespace");
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
-        TestNamespace { name, client: client.clone() }
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        TestNamespace {
+            name,
+            client: client.clone(),
+        }
     }
 
     /// Deletes the namespace (and with it everything the test created).
     pub async fn delete(self) {
-        let _ = Api::<Namespace>::all(self.client).delete(&self.name, &DeleteParams::background()).await;
+        let _ = Api::<Namespace>::all(self.client)
+            .delete(&self.name, &DeleteParams::background())
+            .await;
     }
 }

@@ -51,7 +51,9 @@ fn next_ip() -> String {
 impl PodDriver {
     /// A driver for `namespace`.
     pub fn new(client: &Client, namespace: &str) -> Self {
-        Self { pods: Api::namespaced(client.clone(), namespace) }
+        Self {
+            pods: Api::namespaced(client.clone(), namespace),
+        }
     }
 
     /// Binds the pod to [`NODE_NAME`] through the `binding` subresource, as a scheduler would.
@@ -76,9 +78,16 @@ impl PodDriver {
     pub async fn set_status(&self, pod: &str, outcome: Outcome) -> kube::Result<Pod> {
         let current = self.pods.get(pod).await?;
         let now = Timestamp::now().to_string();
-        let ip = current.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_else(next_ip);
-        let containers: Vec<String> =
-            current.spec.as_ref().map(|s| s.containers.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
+        let ip = current
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .unwrap_or_else(next_ip);
+        let containers: Vec<String> = current
+            .spec
+            .as_ref()
+            .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
         let image_of = |name: &str| {
             current
                 .spec
@@ -124,7 +133,9 @@ impl PodDriver {
                 "containerStatuses": statuses,
             }
         });
-        self.pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&status)).await
+        self.pods
+            .patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
+            .await
     }
 
     /// Writes the Multus `network-status` annotation: the default network plus one entry per attachment.
@@ -136,11 +147,15 @@ impl PodDriver {
             "ips": [current.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default()],
         })];
         for (i, (nad, ip)) in attachments.iter().enumerate() {
-            networks.push(json!({ "name": format!("{ns}/{nad}"), "interface": format!("net{}", i + 1), "ips": [ip] }));
+            networks.push(
+                json!({ "name": format!("{ns}/{nad}"), "interface": format!("net{}", i + 1), "ips": [ip] }),
+            );
         }
         let value = serde_json::to_string(&networks).map_err(kube::Error::SerdeError)?;
         let patch = json!({ "metadata": { "annotations": { NETWORK_STATUS_ANNOTATION: value } } });
-        self.pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await
+        self.pods
+            .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
     }
 
     /// Binds every unbound pod matching `selector` and gives it `outcome`; returns the pods it drove.
