@@ -83,7 +83,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
         }
     };
     tracing::Span::current().record("generation", keystone.metadata.generation);
-    tracing::debug!(name = %keystone.name_any(), "observed");
+    tracing::info!(name = %keystone.name_any(), namespace = ?keystone.metadata.namespace, "observed");
     // Safety net: re-check periodically even when nothing changes.
     Ok(Action::requeue(Duration::from_secs(300)))
 }
