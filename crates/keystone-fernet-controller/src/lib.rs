@@ -1,24 +1,41 @@
-//! `keystone-fernet-controller`: fernet token keys and credential keys, with rotation.
+//! `keystone-fernet-controller`: the fernet token keys and the credential keys of each KeystoneAPI.
 //!
-//! The reconcile steps (read → validate → build → apply → status) arrive with the controller's own issue;
-//! this crate already has the shape every controller shares: a Context, a typed error with a stable category
-//! for metrics and logs, and an `error_policy` that backs off on transient errors.
+//! A reconcile reads (the KeystoneAPI and both key Secrets, from the API server) → validates (the rotation
+//! policy) → creates, checks or rotates the token keys → creates or checks the credential keys → writes its
+//! status rows. It requeues for the exact time of the next rotation; there is no timer loop.
+
+pub mod apply;
+pub mod build;
+pub mod keys;
+pub mod metrics;
+pub mod read;
+pub mod schedule;
+pub mod status;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::{Client, ResourceExt};
+use kube::runtime::events::Recorder;
+use kube::{Api, Client, ResourceExt};
 
 use keystone_types::KeystoneAPI;
-use keystone_types::conditions::Controller;
+use keystone_types::conditions::{Controller, FERNET_KEYS_READY, reasons};
+use operator_common::conditions::Desired;
 use operator_common::metrics::ControllerMetrics;
+
+use crate::apply::{CredentialOutcome, FernetOutcome, Step};
+use crate::metrics::FernetMetrics;
 
 /// This binary in the condition contract.
 pub const CONTROLLER: Controller = Controller::Fernet;
-/// Field manager of every server-side apply this controller makes.
+/// Field manager of every write this controller makes.
 pub const FIELD_MANAGER: &str = "keystone-fernet-controller";
+/// Default `--min-rotation-interval`: comfortably above the kubelet's Secret refresh (up to ~90 s).
+pub const DEFAULT_MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Shared state of all reconciles.
 #[derive(Clone)]
@@ -26,21 +43,20 @@ pub const FIELD_MANAGER: &str = "keystone-fernet-controller";
 pub struct Context {
     /// Kubernetes client.
     pub client: Client,
-    /// This controller's metrics.
+    /// Reconcile metrics.
     pub metrics: ControllerMetrics,
-}
-
-impl Context {
-    /// A context for the given client and metrics.
-    pub fn new(client: Client, metrics: ControllerMetrics) -> Self {
-        Self { client, metrics }
-    }
+    /// Key and rotation metrics.
+    pub fernet_metrics: FernetMetrics,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// `--min-rotation-interval`.
+    pub min_rotation_interval: Duration,
 }
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The object could not be deserialized as a KeystoneAPI (it does not match this controller's schema).
+    /// The object could not be deserialized as a KeystoneAPI.
     #[error("KeystoneAPI {name} cannot be read: {message}")]
     InvalidObject {
         /// Object name.
@@ -57,6 +73,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Generating key material for a rotation failed; nothing was written.
+    #[error("cannot generate a fernet key for {name}; nothing was written: {source}")]
+    KeyGeneration {
+        /// Object name.
+        name: String,
+        /// What failed.
+        #[source]
+        source: keys::KeyError,
+    },
 }
 
 impl Error {
@@ -65,15 +90,16 @@ impl Error {
         match self {
             Error::InvalidObject { .. } => "invalid_object",
             Error::Kube { .. } => "kube_api",
+            Error::KeyGeneration { .. } => "key_generation",
         }
     }
 }
 
-/// Reconciles one KeystoneAPI.
+/// Reconciles one KeystoneAPI's keys.
 #[tracing::instrument(skip_all, fields(generation))]
 pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start_reconcile();
-    let keystone = match &obj.0 {
+    let watched = match &obj.0 {
         Ok(k) => k,
         Err(invalid) => {
             return Err(Error::InvalidObject {
@@ -82,18 +108,98 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             });
         }
     };
-    tracing::Span::current().record("generation", keystone.metadata.generation);
-    tracing::info!(name = %keystone.name_any(), namespace = ?keystone.metadata.namespace, "observed");
-    // Safety net: re-check periodically even when nothing changes.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    let (namespace, name) = (watched.namespace().unwrap_or_default(), watched.name_any());
+    // A few rounds at most: each Retry means another writer changed a Secret between our read and write.
+    for _ in 0..3 {
+        let inputs = read::inputs(&ctx.client, &namespace, &name).await?;
+        let Some(ks) = inputs.keystone else {
+            return Ok(Action::await_change());
+        };
+        tracing::Span::current().record("generation", ks.metadata.generation);
+        let now = Timestamp::now();
+        let api: Api<KeystoneAPI> = Api::namespaced(ctx.client.clone(), &namespace);
+
+        let policy = match validate::policy(&ks.spec, ctx.min_rotation_interval) {
+            Ok(p) => p,
+            Err(message) => {
+                // Leave the keys alone; say why nothing happens.
+                let fernet = FernetOutcome {
+                    condition: Desired::not_ok(FERNET_KEYS_READY, reasons::INVALID_SPEC, message),
+                    active_keys: None,
+                    hash: None,
+                    last_rotation: None,
+                    rotation_count: None,
+                    next_due: None,
+                    wake_at: None,
+                };
+                let cred = match apply::credential_keys(&ctx, &ks, inputs.credential_secret).await? {
+                    Step::Done(c) => c,
+                    Step::Retry => continue,
+                };
+                let (status, changed) = status::desired(&ks, &fernet, &cred, None, None, now);
+                status::write(&api, &name, &status, changed).await?;
+                return Ok(Action::await_change());
+            }
+        };
+
+        let fernet =
+            match apply::fernet_keys(&ctx, &ks, inputs.fernet_secret, &policy, now.as_second()).await? {
+                Step::Done(f) => f,
+                Step::Retry => continue,
+            };
+        let cred: CredentialOutcome =
+            match apply::credential_keys(&ctx, &ks, inputs.credential_secret).await? {
+                Step::Done(c) => c,
+                Step::Retry => continue,
+            };
+        let policy_condition = status::policy_condition(&policy);
+        let (status, changed) = status::desired(
+            &ks,
+            &fernet,
+            &cred,
+            Some(&policy_condition),
+            Some(policy.effective().0),
+            now,
+        );
+        status::write(&api, &name, &status, changed).await?;
+        observe(&ctx, &namespace, &name, &fernet, now.as_second());
+
+        let wait = fernet.wake_at.map_or(Duration::from_secs(300), |at| {
+            Duration::from_secs(u64::try_from(at - now.as_second()).unwrap_or(0).max(1))
+        });
+        return Ok(Action::requeue(wait));
+    }
+    Ok(Action::requeue(Duration::from_millis(500)))
+}
+
+fn observe(ctx: &Context, namespace: &str, name: &str, fernet: &FernetOutcome, now: i64) {
+    let l = [namespace, name];
+    if let Some(n) = fernet.active_keys {
+        ctx.fernet_metrics
+            .active_keys
+            .with_label_values(&l)
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    if let Some(last) = fernet.last_rotation {
+        ctx.fernet_metrics
+            .last_rotation
+            .with_label_values(&l)
+            .set(last as f64);
+    }
+    if let Some(next) = fernet.next_due {
+        ctx.fernet_metrics
+            .until_next
+            .with_label_values(&l)
+            .set((next - now).max(0) as f64);
+    }
 }
 
 /// Decides what to do after a failed reconcile.
 pub fn error_policy(_obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.record_failure(error.category());
+    tracing::warn!(%error, category = error.category(), "reconcile failed");
     match error {
-        // The user must fix the object; its next change triggers a reconcile.
         Error::InvalidObject { .. } => Action::await_change(),
-        Error::Kube { .. } => Action::requeue(Duration::from_secs(5)),
+        Error::Kube { .. } | Error::KeyGeneration { .. } => Action::requeue(Duration::from_secs(5)),
     }
 }

@@ -1,46 +1,77 @@
-//! `keystone-fernet-controller`: fernet token keys and credential keys, with rotation. Wiring only; the logic is in the library.
+//! `keystone-fernet-controller`: fernet token keys and credential keys, with rotation. Wiring only.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::core::DeserializeGuard;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
 
+use keystone_fernet_controller::metrics::FernetMetrics;
 use keystone_fernet_controller::{CONTROLLER, Context, error_policy, reconcile};
-use keystone_types::KeystoneAPI;
-use operator_common::cli::CommonArgs;
+use keystone_types::{KeystoneAPI, labels};
+use operator_common::cli::{CommonArgs, parse_duration};
 use operator_common::runtime::Runtime;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "keystone-fernet-controller",
     version,
-    about = "Keystone operator: fernet token keys and credential keys, with rotation"
+    about = "Keystone operator: fernet and credential keys"
 )]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+
+    /// Floor on the time between two fernet rotations (scheduled or manual). Keep it above the time the kubelet
+    /// needs to refresh a Secret volume in every pod (up to ~90 s): rotating twice within it breaks replicas
+    /// that have not seen the previous rotation yet.
+    #[arg(long, env = "KEYSTONE_FERNET_MIN_ROTATION_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    min_rotation_interval: Duration,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = Runtime::start(CONTROLLER, &args.common).await?;
-    let ctx = Arc::new(Context::new(rt.client.clone(), rt.metrics.clone()));
+    let fernet_metrics = FernetMetrics::register(&rt.metrics.registry)?;
+    let reporter = Reporter {
+        controller: CONTROLLER.field_manager().into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        client: rt.client.clone(),
+        metrics: rt.metrics.clone(),
+        fernet_metrics,
+        recorder: Recorder::new(rt.client.clone(), reporter),
+        min_rotation_interval: args.min_rotation_interval,
+    });
 
-    // DeserializeGuard: one malformed KeystoneAPI must not stall the watch for all the others.
     let keystones = rt.keystoneapi_api::<DeserializeGuard<KeystoneAPI>>();
-    let controller = Controller::new(keystones, watcher::Config::default().any_semantic());
+    // Our key Secrets, by label: the credential Secret has no owner reference (it outlives its KeystoneAPI),
+    // so changes are mapped back through the instance label rather than `owns`.
+    let secrets: Api<Secret> = rt.keystoneapi_api();
+    let secret_filter = watcher::Config::default()
+        .labels(&format!("{}={}", labels::MANAGED_BY, CONTROLLER.field_manager()))
+        .any_semantic();
+    let controller = Controller::new(keystones, watcher::Config::default().any_semantic()).watches(
+        secrets,
+        secret_filter,
+        |secret| {
+            let instance = secret.labels().get(labels::INSTANCE)?.clone();
+            Some(ObjectRef::new(&instance).within(&secret.namespace()?))
+        },
+    );
     rt.mark_ready_when_synced(controller.store());
     controller
         .graceful_shutdown_on(rt.shutdown_signal())
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::warn!(%error, "reconcile failed");
-            }
-        })
+        .for_each(|_| async {})
         .await;
     rt.finish().await
 }

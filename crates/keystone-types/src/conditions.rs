@@ -67,6 +67,11 @@ pub const BOOTSTRAP_READY: &str = "BootstrapReady";
 /// `TrustFlushReady`: the trust-flush CronJob matches the spec.
 pub const TRUST_FLUSH_READY: &str = "TrustFlushReady";
 
+/// Informational (not part of `Ready`), owned by the fernet controller: True when the rotation settings are
+/// safe as written; False when the controller had to rotate less often than `fernet.rotationInterval` (below
+/// its `--min-rotation-interval` floor, or too short for `fernet.maxActiveKeys`).
+pub const ROTATION_POLICY_SAFE: &str = "RotationPolicySafe";
+
 /// One row of the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConditionRow {
@@ -182,6 +187,20 @@ pub mod reasons {
     pub const SUCCEEDED: &str = "Succeeded";
     /// The spec cannot be acted on as written; the message says which field.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Keys exist and are valid.
+    pub const KEYS_READY: &str = "KeysReady";
+    /// A key Secret holds malformed or incomplete keys; left for a human.
+    pub const KEYS_CORRUPTED: &str = "KeysCorrupted";
+    /// Credential keys were deleted or corrupted; regeneration needs an explicit acknowledgement.
+    pub const KEYS_LOST: &str = "KeysLost";
+    /// Generating key material failed; nothing was written.
+    pub const KEY_GENERATION_FAILED: &str = "KeyGenerationFailed";
+    /// The rotation settings are used as written.
+    pub const POLICY_AS_WRITTEN: &str = "AsWritten";
+    /// The interval was raised to the controller's floor.
+    pub const INTERVAL_BELOW_FLOOR: &str = "IntervalBelowFloor";
+    /// The interval was raised so that `maxActiveKeys` covers the token lifetime.
+    pub const TOO_FEW_KEYS: &str = "TooFewKeys";
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //! between the controllers, and the names and labels of the objects they create.
 
 pub mod conditions;
+pub mod duration;
 pub mod labels;
 pub mod names;
+pub mod rotation;
 pub mod v1beta1;
 
 use std::collections::BTreeMap;

@@ -510,6 +510,19 @@ pub struct FernetStatus {
     /// When the next rotation is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_time: Option<Time>,
+    /// Rotations since the key Secret was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_count: Option<i64>,
+    /// Rotation interval in force (the spec's, raised to the controller's floor and to what `maxActiveKeys`
+    /// can cover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_rotation_interval: Option<String>,
+    /// Fingerprint of the token key set (changes at every rotation; reveals nothing about the keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_hash: Option<String>,
+    /// Fingerprint of the credential key set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_keys_hash: Option<String>,
 }
 
 /// The db controller's section.

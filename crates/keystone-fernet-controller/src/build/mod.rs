@@ -1,0 +1,3 @@
+//! Builders, pure: a validated view plus key material in, k8s-openapi objects out.
+
+pub mod secrets;

@@ -1,0 +1,166 @@
+//! The two key Secrets. Their data keys are Keystone's file names, so mounting the whole Secret (no subPath)
+//! is the key repository and the kubelet swaps every file at once. The fernet Secret is owned by the
+//! KeystoneAPI; the credential Secret is not (it must outlive a deleted KeystoneAPI, like the database whose
+//! rows it decrypts) and is adopted by name when a KeystoneAPI of the same name comes back.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use keystone_types::conditions::Controller;
+use keystone_types::{KeystoneAPI, labels, names};
+
+use crate::keys::KeySet;
+
+/// Annotation on the fernet Secret: time of the last rotation (RFC 3339), written with the keys.
+pub const LAST_ROTATION: &str = "keystone.openstack.org/last-rotation-time";
+/// Annotation on the fernet Secret: rotations since creation.
+pub const ROTATION_COUNT: &str = "keystone.openstack.org/rotation-count";
+/// Annotation on the fernet Secret: the last manual rotation request value handled.
+pub const HANDLED_ROTATE_REQUEST: &str = "keystone.openstack.org/handled-rotate-request";
+/// Annotation on the credential Secret: the regeneration acknowledgement that created it, if any.
+pub const HANDLED_REGENERATE_ACK: &str = "keystone.openstack.org/handled-regenerate-ack";
+
+/// Annotation on the KeystoneAPI requesting one fernet rotation (any new value).
+pub const ROTATE_REQUEST: &str = "keystone.openstack.org/rotate-fernet-keys";
+/// Annotation on the KeystoneAPI acknowledging that lost credential keys may be regenerated (any new value);
+/// credentials stored in Keystone with the old keys are lost for good.
+pub const REGENERATE_CREDENTIAL_KEYS: &str = "keystone.openstack.org/regenerate-credential-keys";
+
+/// Rotation bookkeeping stored on the fernet Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationRecord {
+    /// RFC 3339 time of the last rotation (or creation).
+    pub last_rotation: String,
+    /// Rotations since creation.
+    pub count: i64,
+    /// Last manual request handled.
+    pub handled_request: Option<String>,
+}
+
+fn data(set: &KeySet) -> BTreeMap<String, ByteString> {
+    set.to_data()
+        .into_iter()
+        .map(|(k, v)| (k, ByteString(v)))
+        .collect()
+}
+
+/// The fernet token key Secret, owned by the KeystoneAPI.
+pub fn fernet_keys_secret(ks: &KeystoneAPI, set: &KeySet, record: &RotationRecord) -> Secret {
+    let mut annotations = BTreeMap::from([
+        (LAST_ROTATION.to_owned(), record.last_rotation.clone()),
+        (ROTATION_COUNT.to_owned(), record.count.to_string()),
+    ]);
+    if let Some(r) = &record.handled_request {
+        annotations.insert(HANDLED_ROTATE_REQUEST.to_owned(), r.clone());
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(names::fernet_keys_secret(&ks.name_any())),
+            namespace: ks.namespace(),
+            labels: Some(labels::child_labels(
+                &ks.name_any(),
+                labels::component::FERNET_KEYS,
+                Controller::Fernet,
+            )),
+            annotations: Some(annotations),
+            owner_references: ks.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data(set)),
+        ..Default::default()
+    }
+}
+
+/// The credential key Secret: labelled, never owned.
+pub fn credential_keys_secret(ks: &KeystoneAPI, set: &KeySet, regenerate_ack: Option<&str>) -> Secret {
+    let mut annotations = BTreeMap::from([(
+        "keystone.openstack.org/retention".to_owned(),
+        "kept when the KeystoneAPI is deleted: stored credentials cannot be decrypted without these keys"
+            .to_owned(),
+    )]);
+    if let Some(ack) = regenerate_ack {
+        annotations.insert(HANDLED_REGENERATE_ACK.to_owned(), ack.to_owned());
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(names::credential_keys_secret(&ks.name_any())),
+            namespace: ks.namespace(),
+            labels: Some(labels::child_labels(
+                &ks.name_any(),
+                labels::component::CREDENTIAL_KEYS,
+                Controller::Fernet,
+            )),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data(set)),
+        ..Default::default()
+    }
+}
+
+/// Keeps the identity of an existing Secret (resourceVersion as the write precondition, uid) on a rebuilt one.
+pub fn as_replacement(mut new: Secret, existing: &Secret) -> Secret {
+    new.metadata.resource_version = existing.resource_version();
+    new.metadata.uid = existing.metadata.uid.clone();
+    new
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn keystone() -> KeystoneAPI {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI",
+            "metadata": { "name": "keystone", "namespace": "openstack", "uid": "0b3b3b3b-0000-4000-8000-000000000001" },
+            "spec": {}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn fernet_secret_is_owned_and_credential_secret_is_not() {
+        let ks = keystone();
+        let set =
+            KeySet::initial(&mut rand::rngs::StdRng::seed_from_u64(1)).unwrap_or_else(|e| panic!("{e}"));
+        let record = RotationRecord {
+            last_rotation: "2026-01-01T00:00:00Z".into(),
+            count: 0,
+            handled_request: None,
+        };
+        let f = fernet_keys_secret(&ks, &set, &record);
+        assert_eq!(f.metadata.name.as_deref(), Some("keystone-fernet-keys"));
+        assert_eq!(f.metadata.owner_references.as_ref().map(Vec::len), Some(1));
+        assert_eq!(
+            f.data.as_ref().map(|d| d.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["0".into(), "1".into()])
+        );
+        assert_eq!(
+            f.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ROTATION_COUNT))
+                .map(String::as_str),
+            Some("0")
+        );
+        let c = credential_keys_secret(&ks, &set, None);
+        assert_eq!(c.metadata.name.as_deref(), Some("keystone-credential-keys"));
+        assert!(c.metadata.owner_references.is_none());
+        assert_eq!(
+            c.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::MANAGED_BY))
+                .map(String::as_str),
+            Some("keystone-fernet-controller")
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! Key sets, pure: generation from a CSPRNG handed in by the caller, validation, Keystone's rotation, and a
+//! fingerprint. Nothing here touches the API server or the clock.
+//!
+//! A key is 32 random bytes, URL-safe base64 with padding (44 characters): what Keystone's `fernet_setup`
+//! writes and what its MultiFernet accepts. A set maps Keystone's file names (`0`, `1`, …) to keys: `0` is
+//! the staged key, the highest index the primary, everything between a secondary.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE;
+use rand::TryRngCore;
+use sha2::{Digest, Sha256};
+
+use operator_common::Redacted;
+
+/// Bytes of key material.
+pub const KEY_BYTES: usize = 32;
+
+/// One fernet key in its file format. Formats as `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key(Redacted<String>);
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key([redacted])")
+    }
+}
+
+/// Why key material was rejected. Never carries the material itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The random number generator failed; nothing was generated.
+    #[error("the random number generator failed: {0}")]
+    Rng(String),
+    /// A key does not decode to exactly 32 bytes of URL-safe base64 with padding.
+    #[error("key {index} is not 32 bytes of URL-safe base64 with padding")]
+    Malformed {
+        /// The key's file name.
+        index: String,
+    },
+    /// A data entry's name is not a key index.
+    #[error("entry {name:?} is not a key index (0, 1, …)")]
+    BadName {
+        /// The entry name (a file name, not secret).
+        name: String,
+    },
+    /// The staged key `0` is missing.
+    #[error("the staged key 0 is missing")]
+    NoStaged,
+    /// No primary key (index ≥ 1).
+    #[error("there is no primary key (index 1 or higher)")]
+    NoPrimary,
+    /// Two entries hold the same key.
+    #[error("keys {a} and {b} are identical")]
+    Duplicate {
+        /// One index.
+        a: u32,
+        /// The other index.
+        b: u32,
+    },
+}
+
+impl Key {
+    /// Generates a key from `rng`. An RNG failure yields an error, never an empty or weak key.
+    pub fn generate(rng: &mut impl TryRngCore) -> Result<Key, KeyError> {
+        let mut bytes = [0u8; KEY_BYTES];
+        rng.try_fill_bytes(&mut bytes)
+            .map_err(|e| KeyError::Rng(e.to_string()))?;
+        if bytes.iter().all(|b| *b == 0) {
+            return Err(KeyError::Rng("generator returned all-zero bytes".into()));
+        }
+        let key = Key(Redacted::new(URL_SAFE.encode(bytes)));
+        key.validate("new")?;
+        Ok(key)
+    }
+
+    /// Parses a key from a Secret value (a trailing newline is accepted, as Keystone accepts it).
+    pub fn parse(index: &str, raw: &[u8]) -> Result<Key, KeyError> {
+        let text = std::str::from_utf8(raw).map_err(|_| KeyError::Malformed {
+            index: index.to_owned(),
+        })?;
+        let key = Key(Redacted::new(text.trim_end_matches(['\n', '\r']).to_owned()));
+        key.validate(index)?;
+        Ok(key)
+    }
+
+    fn validate(&self, index: &str) -> Result<(), KeyError> {
+        let text = self.0.expose();
+        match URL_SAFE.decode(text) {
+            Ok(bytes) if bytes.len() == KEY_BYTES && text.len() == 44 => Ok(()),
+            _ => Err(KeyError::Malformed {
+                index: index.to_owned(),
+            }),
+        }
+    }
+
+    /// The file content.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+/// A validated key repository: staged `0` and at least one primary.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct KeySet(BTreeMap<u32, Key>);
+
+impl KeySet {
+    /// What `keystone-manage fernet_setup` makes: `0` (staged) and `1` (primary).
+    pub fn initial(rng: &mut impl TryRngCore) -> Result<KeySet, KeyError> {
+        let set = KeySet(BTreeMap::from([
+            (0, Key::generate(rng)?),
+            (1, Key::generate(rng)?),
+        ]));
+        set.check()?;
+        Ok(set)
+    }
+
+    /// Reads and validates a Secret's data. Every problem is reported; the first is returned.
+    pub fn from_data<'a>(
+        data: impl IntoIterator<Item = (&'a String, &'a [u8])>,
+    ) -> Result<KeySet, Vec<KeyError>> {
+        let mut keys = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (name, raw) in data {
+            match name.parse::<u32>() {
+                Ok(i) if i.to_string() == *name => match Key::parse(name, raw) {
+                    Ok(k) => {
+                        keys.insert(i, k);
+                    }
+                    Err(e) => errors.push(e),
+                },
+                _ => errors.push(KeyError::BadName { name: name.clone() }),
+            }
+        }
+        let set = KeySet(keys);
+        if let Err(e) = set.check() {
+            errors.push(e);
+        }
+        if errors.is_empty() { Ok(set) } else { Err(errors) }
+    }
+
+    fn check(&self) -> Result<(), KeyError> {
+        if !self.0.contains_key(&0) {
+            return Err(KeyError::NoStaged);
+        }
+        if self.0.len() < 2 {
+            return Err(KeyError::NoPrimary);
+        }
+        let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+        for (i, k) in &self.0 {
+            if let Some(a) = seen.insert(k.expose(), *i) {
+                return Err(KeyError::Duplicate { a, b: *i });
+            }
+        }
+        Ok(())
+    }
+
+    /// Keystone's `fernet_rotate`: the staged key becomes the primary at index max+1, a fresh key becomes
+    /// the staged `0`, and the lowest-indexed secondaries are dropped while more than `max_active_keys` keys
+    /// remain (the count includes `0`). Returns the successor, checked as a successor of `self`.
+    pub fn rotate(&self, max_active_keys: u32, rng: &mut impl TryRngCore) -> Result<KeySet, KeyError> {
+        let fresh = Key::generate(rng)?;
+        let mut next = self.0.clone();
+        let new_primary = self.primary_index() + 1;
+        let staged = next.remove(&0).ok_or(KeyError::NoStaged)?;
+        next.insert(new_primary, staged);
+        next.insert(0, fresh);
+        let max = usize::try_from(max_active_keys.max(2)).unwrap_or(usize::MAX);
+        while next.len() > max {
+            let lowest = next.keys().copied().find(|i| *i != 0 && *i != new_primary);
+            match lowest {
+                Some(i) => next.remove(&i),
+                None => break,
+            };
+        }
+        let next = KeySet(next);
+        next.check()?;
+        Ok(next)
+    }
+
+    /// Index of the primary key (the highest).
+    pub fn primary_index(&self) -> u32 {
+        self.0.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// Number of keys, counting the staged key.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false for a valid set; here for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Key indexes in ascending order.
+    pub fn indexes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.keys().copied()
+    }
+
+    /// The key at `index`.
+    pub fn get(&self, index: u32) -> Option<&Key> {
+        self.0.get(&index)
+    }
+
+    /// Secret data: file name → key file content.
+    pub fn to_data(&self) -> BTreeMap<String, Vec<u8>> {
+        self.0
+            .iter()
+            .map(|(i, k)| (i.to_string(), k.expose().as_bytes().to_vec()))
+            .collect()
+    }
+
+    /// A fingerprint of the whole set (SHA-256 over indexes and keys, first 16 hex digits): tells that the set
+    /// changed without revealing anything about the keys.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        for (i, k) in &self.0 {
+            h.update(i.to_be_bytes());
+            h.update(k.expose().as_bytes());
+        }
+        let digest = h.finalize();
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+
+    fn rng() -> StdRng {
+        StdRng::seed_from_u64(7)
+    }
+
+    #[test]
+    fn initial_set_is_staged_and_primary() {
+        let set = KeySet::initial(&mut rng()).unwrap();
+        assert_eq!(set.indexes().collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(set.primary_index(), 1);
+        for i in set.indexes() {
+            let raw = set.get(i).unwrap().expose();
+            assert_eq!(raw.len(), 44);
+            assert_eq!(URL_SAFE.decode(raw).unwrap().len(), 32);
+        }
+    }
+
+    #[test]
+    fn rotation_promotes_the_staged_key_and_prunes_the_lowest() {
+        let mut r = rng();
+        let mut set = KeySet::initial(&mut r).unwrap();
+        for _ in 0..4 {
+            let staged = set.get(0).unwrap().clone();
+            let next = set.rotate(4, &mut r).unwrap();
+            assert_eq!(next.get(next.primary_index()), Some(&staged));
+            assert_eq!(next.primary_index(), set.primary_index() + 1);
+            set = next;
+        }
+        assert_eq!(set.indexes().collect::<Vec<_>>(), vec![0, 3, 4, 5]);
+    }
+
+    #[test]
+    fn raising_the_maximum_adds_no_keys_and_lowering_prunes_at_the_next_rotation() {
+        let mut r = rng();
+        let set = KeySet::initial(&mut r)
+            .unwrap()
+            .rotate(5, &mut r)
+            .unwrap()
+            .rotate(5, &mut r)
+            .unwrap();
+        assert_eq!(set.len(), 4);
+        let raised = set.rotate(10, &mut r).unwrap();
+        assert_eq!(raised.len(), 5, "one rotation adds exactly one key");
+        let lowered = raised.rotate(3, &mut r).unwrap();
+        assert_eq!(lowered.indexes().collect::<Vec<_>>(), vec![0, 4, 5]);
+    }
+
+    struct FailingRng;
+    impl TryRngCore for FailingRng {
+        type Error = std::io::Error;
+        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+            Err(std::io::Error::other("entropy source unavailable"))
+        }
+        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+            Err(std::io::Error::other("entropy source unavailable"))
+        }
+        fn try_fill_bytes(&mut self, _: &mut [u8]) -> Result<(), Self::Error> {
+            Err(std::io::Error::other("entropy source unavailable"))
+        }
+    }
+
+    #[test]
+    fn rng_failure_writes_no_key() {
+        assert!(matches!(KeySet::initial(&mut FailingRng), Err(KeyError::Rng(_))));
+        let set = KeySet::initial(&mut rng()).unwrap();
+        assert!(matches!(set.rotate(5, &mut FailingRng), Err(KeyError::Rng(_))));
+    }
+
+    #[test]
+    fn malformed_and_incomplete_sets_are_rejected_with_every_problem() {
+        let good = KeySet::initial(&mut rng()).unwrap().to_data();
+        let mut data: BTreeMap<String, Vec<u8>> = good.clone();
+        data.insert("2".into(), b"not-a-key".to_vec());
+        data.insert("x".into(), b"whatever".to_vec());
+        data.remove("0");
+        let errs = KeySet::from_data(data.iter().map(|(k, v)| (k, v.as_slice()))).unwrap_err();
+        assert!(
+            errs.contains(&KeyError::Malformed { index: "2".into() }),
+            "{errs:?}"
+        );
+        assert!(errs.contains(&KeyError::BadName { name: "x".into() }), "{errs:?}");
+        assert!(errs.contains(&KeyError::NoStaged), "{errs:?}");
+        // Messages never carry key material.
+        let text = format!(
+            "{errs:?} {}",
+            errs.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+        );
+        for v in good.values() {
+            assert!(!text.contains(std::str::from_utf8(v).unwrap()));
+        }
+        // A trailing newline (as `echo` writes) is accepted; 16-byte and unpadded keys are not.
+        let k = std::str::from_utf8(&good["1"]).unwrap();
+        assert!(Key::parse("1", format!("{k}\n").as_bytes()).is_ok());
+        assert!(Key::parse("1", k.trim_end_matches('=').as_bytes()).is_err());
+        assert!(Key::parse("1", URL_SAFE.encode([7u8; 16]).as_bytes()).is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_keys() {
+        let set = KeySet::initial(&mut rng()).unwrap();
+        let dbg = format!("{set:?}");
+        assert!(!dbg.contains(set.get(1).unwrap().expose()));
+    }
+}
