@@ -72,6 +72,8 @@ pub struct CredentialOutcome {
     pub condition: Desired,
     /// Fingerprint of the valid set.
     pub hash: Option<String>,
+    /// The regeneration acknowledgement acted on, if any.
+    pub handled_ack: Option<String>,
 }
 
 fn annotation<'a>(obj: &'a impl ResourceExt, key: &str) -> Option<&'a str> {
@@ -338,6 +340,9 @@ pub async fn credential_keys(
         .and_then(|s| s.fernet.as_ref())
         .and_then(|f| f.credential_keys_hash.clone());
     let ack = annotation(ks, REGENERATE_CREDENTIAL_KEYS).filter(|a| !a.is_empty());
+    // The handled acknowledgement is remembered in the status too: the Secret that recorded it may be the one
+    // that was lost.
+    let status_ack = status_ack_of(ks);
 
     let problem = match &existing {
         None if previous_hash.is_none() => None,
@@ -352,6 +357,7 @@ pub async fn credential_keys(
                         format!("{} credential keys in Secret {secret_name}", set.len()),
                     ),
                     hash: Some(hash),
+                    handled_ack: status_ack.clone(),
                 }));
             }
             Err(errors) => Some(format!(
@@ -362,8 +368,10 @@ pub async fn credential_keys(
     };
     let handled_ack = existing
         .as_ref()
-        .and_then(|s| annotation(s, HANDLED_REGENERATE_ACK));
-    let regenerate = problem.is_some() && ack.is_some() && ack != handled_ack;
+        .and_then(|s| annotation(s, HANDLED_REGENERATE_ACK))
+        .map(str::to_owned)
+        .or_else(|| status_ack.clone());
+    let regenerate = problem.is_some() && ack.is_some() && ack.map(str::to_owned) != handled_ack;
     if let Some(problem) = &problem
         && !regenerate
     {
@@ -379,6 +387,7 @@ pub async fn credential_keys(
         return Ok(Step::Done(CredentialOutcome {
             condition: Desired::not_ok(CREDENTIAL_KEYS_READY, reasons::KEYS_LOST, message),
             hash: previous_hash,
+            handled_ack: status_ack,
         }));
     }
 
@@ -392,6 +401,7 @@ pub async fn credential_keys(
                     format!("cannot generate credential keys, nothing was written: {e}"),
                 ),
                 hash: previous_hash,
+                handled_ack: status_ack,
             }));
         }
     };
@@ -439,5 +449,17 @@ pub async fn credential_keys(
             format!("{} credential keys in Secret {secret_name}", set.len()),
         ),
         hash: Some(set.fingerprint()),
+        handled_ack: if regenerate {
+            ack.map(str::to_owned)
+        } else {
+            status_ack
+        },
     }))
+}
+
+fn status_ack_of(ks: &KeystoneAPI) -> Option<String> {
+    ks.status
+        .as_ref()
+        .and_then(|s| s.fernet.as_ref())
+        .and_then(|f| f.handled_regenerate_ack.clone())
 }

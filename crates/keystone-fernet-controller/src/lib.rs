@@ -197,7 +197,6 @@ fn observe(ctx: &Context, namespace: &str, name: &str, fernet: &FernetOutcome, n
 /// Decides what to do after a failed reconcile.
 pub fn error_policy(_obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.record_failure(error.category());
-    tracing::warn!(%error, category = error.category(), "reconcile failed");
     match error {
         Error::InvalidObject { .. } => Action::await_change(),
         Error::Kube { .. } | Error::KeyGeneration { .. } => Action::requeue(Duration::from_secs(5)),

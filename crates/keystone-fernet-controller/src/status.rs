@@ -99,6 +99,7 @@ pub fn desired(
             .or(prev.effective_rotation_interval),
         keys_hash: fernet.hash.clone().or(prev.keys_hash),
         credential_keys_hash: credential.hash.clone().or(prev.credential_keys_hash),
+        handled_regenerate_ack: credential.handled_ack.clone().or(prev.handled_regenerate_ack),
     };
     let mut wanted = vec![fernet.condition.clone(), credential.condition.clone()];
     wanted.extend(policy.cloned());

@@ -2,6 +2,7 @@
 //! implementation — a token stays decryptable until `expiration + allowExpiredWindow` after it was issued, across
 //! rotations, with pods lagging up to Δ behind, exactly when `maxActiveKeys` satisfies the key-count rule; with
 //! one key fewer some token is lost (so the test can fail).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

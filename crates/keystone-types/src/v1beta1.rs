@@ -523,6 +523,10 @@ pub struct FernetStatus {
     /// Fingerprint of the credential key set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_keys_hash: Option<String>,
+    /// The last `keystone.openstack.org/regenerate-credential-keys` acknowledgement acted on (one
+    /// acknowledgement regenerates lost credential keys once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_regenerate_ack: Option<String>,
 }
 
 /// The db controller's section.

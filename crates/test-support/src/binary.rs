@@ -2,54 +2,17 @@
 //! the real control plane, /healthz, /readyz, /metrics with the reconcile counter, SIGTERM → exit 0; and
 //! start without the CRD → non-zero exit with the install hint.
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use kube::api::{DynamicObject, PostParams};
 use kube::core::ApiResource;
 use kube::{Api, CustomResourceExt};
-use tokio::io::AsyncReadExt;
-use tokio::process::{Child, Command};
 
 use keystone_types::KeystoneAPI;
 
-use crate::cluster::{Cluster, TestNamespace, bare_cluster, test_cluster};
-use crate::{http, wait};
-
-fn spawn(binary: &Path, cluster: &Cluster, addr: SocketAddr, namespace: Option<&str>) -> Child {
-    let mut cmd = Command::new(binary);
-    cmd.env("KUBECONFIG", &cluster.kubeconfig)
-        .env_remove("RUST_LOG")
-        .args([
-            "--metrics-addr",
-            &addr.to_string(),
-            "--log-format",
-            "compact",
-            "--crd-wait",
-            "5s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(ns) = namespace {
-        cmd.args(["--namespace", ns]);
-    }
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
-}
-
-async fn output_of(child: &mut Child) -> String {
-    let mut out = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        let _ = s.read_to_string(&mut out).await;
-    }
-    if let Some(mut s) = child.stderr.take() {
-        let _ = s.read_to_string(&mut out).await;
-    }
-    out
-}
+use crate::cluster::{TestNamespace, bare_cluster, test_cluster};
+use crate::http;
+use crate::process::ControllerProcess;
 
 fn reconcile_runs(metrics: &str, short: &str) -> Option<u64> {
     let name = format!("keystone_{short}_reconcile_runs_total ");
@@ -65,21 +28,12 @@ pub async fn check_lifecycle(binary: &str, short: &str) {
     let cluster = test_cluster().await;
     let client = cluster.client().await;
     let ns = TestNamespace::new(&client, &format!("bin-{short}")).await;
-    let addr: SocketAddr = ([127, 0, 0, 1], http::free_port()).into();
-    let mut child = spawn(Path::new(binary), cluster, addr, Some(&ns.name));
+    let mut proc = ControllerProcess::start(binary, cluster, Some(&ns.name), &[]);
+    proc.wait_ready().await;
 
-    wait::until("/readyz to answer 200", Duration::from_secs(60), || async {
-        match http::get(addr, "/readyz").await {
-            Ok((200, _)) => Ok(()),
-            Ok((code, body)) => Err(format!("{code}: {body}")),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await;
-    let (code, _) = http::get(addr, "/healthz").await.expect("healthz");
+    let (code, _) = http::get(proc.addr, "/healthz").await.expect("healthz");
     assert_eq!(code, 200);
-    let (code, metrics) = http::get(addr, "/metrics").await.expect("metrics");
-    assert_eq!(code, 200);
+    let metrics = proc.metrics().await;
     let before =
         reconcile_runs(&metrics, short).unwrap_or_else(|| panic!("no reconcile counter in:\n{metrics}"));
     assert!(
@@ -98,30 +52,15 @@ pub async fn check_lifecycle(binary: &str, short: &str) {
     api.create(&PostParams::default(), &obj)
         .await
         .expect("create KeystoneAPI");
-    wait::until(
-        "the reconcile counter to move",
-        Duration::from_secs(30),
-        || async {
-            let (_, metrics) = http::get(addr, "/metrics").await.map_err(|e| e.to_string())?;
-            match reconcile_runs(&metrics, short) {
-                Some(n) if n > before => Ok(()),
-                other => Err(format!("runs = {other:?}, before = {before}")),
-            }
-        },
+    proc.wait_metric(
+        &format!("keystone_{short}_reconcile_runs_total"),
+        (before + 1) as f64,
     )
     .await;
 
-    let pid = child.id().expect("pid").to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("exit within 20s of SIGTERM")
-        .expect("wait");
-    let out = output_of(&mut child).await;
+    proc.signal("TERM");
+    let status = proc.wait_exit(Duration::from_secs(20)).await;
+    let out = proc.output();
     assert!(
         status.success(),
         "exit status {status} after SIGTERM; output:\n{out}"
@@ -133,13 +72,22 @@ pub async fn check_lifecycle(binary: &str, short: &str) {
 /// Starts `binary` against a control plane without the CRD: it must exit non-zero and say how to install it.
 pub async fn check_missing_crd(binary: &str) {
     let cluster = bare_cluster().await;
-    let addr: SocketAddr = ([127, 0, 0, 1], http::free_port()).into();
-    let mut child = spawn(Path::new(binary), cluster, addr, None);
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("exit within 30s when the CRD is missing")
-        .expect("wait");
-    let out = output_of(&mut child).await;
+    let mut proc = ControllerProcess::start(binary, cluster, None, &[]);
+    let status = proc.wait_exit(Duration::from_secs(30)).await;
+    // the output readers may still be draining the pipes
+    let out = crate::wait::until(
+        "the install hint in the output",
+        Duration::from_secs(5),
+        || async {
+            let out = proc.output();
+            if out.contains("helm install") {
+                Ok(out)
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await;
     assert!(!status.success(), "exited 0 without the CRD; output:\n{out}");
     assert!(
         out.contains("keystoneapis.keystone.openstack.org is not installed"),

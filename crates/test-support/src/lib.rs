@@ -9,6 +9,7 @@ pub mod binary;
 pub mod cluster;
 pub mod http;
 pub mod pods;
+pub mod process;
 pub mod wait;
 
 pub use cluster::{TestNamespace, bare_cluster, client, test_cluster};
