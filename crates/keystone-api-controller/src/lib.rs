@@ -1,19 +1,37 @@
-//! `keystone-api-controller`: config, Services and the API Deployment.
+//! `keystone-api-controller`: turns a KeystoneAPI into a running, reachable Keystone API.
 //!
-//! The reconcile steps (read → validate → build → apply → status) arrive with the controller's own issue;
-//! this crate already has the shape every controller shares: a Context, a typed error with a stable category
-//! for metrics and logs, and an `error_policy` that backs off on transient errors.
+//! A reconcile reads (the user's Secrets, the Deployment, networks, pods) → validates → renders the config →
+//! applies config and Services and publishes `apiEndpoints` unconditionally → applies the Deployment only as
+//! far as the gate allows (keys, db-sync, bootstrap; a new image only after its db-sync) → writes its status
+//! rows and `Ready`.
+
+pub mod apply;
+pub mod build;
+pub mod config;
+pub mod gate;
+pub mod read;
+pub mod status;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::DeleteParams;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::{Client, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 
 use keystone_types::KeystoneAPI;
-use keystone_types::conditions::Controller;
+use keystone_types::conditions::{CONFIG_READY, Controller, SERVICE_READY, reasons};
+use keystone_types::names;
+use keystone_types::v1beta1::{ApiEndpoints, ApiStatus, Endpoint};
+use operator_common::apply::apply_child;
+use operator_common::conditions::Desired;
 use operator_common::metrics::ControllerMetrics;
+
+use crate::build::deployment::PodInputs;
+use crate::config::Templates;
 
 /// This binary in the condition contract.
 pub const CONTROLLER: Controller = Controller::Api;
@@ -21,26 +39,20 @@ pub const CONTROLLER: Controller = Controller::Api;
 pub const FIELD_MANAGER: &str = "keystone-api-controller";
 
 /// Shared state of all reconciles.
-#[derive(Clone)]
 #[allow(missing_debug_implementations)]
 pub struct Context {
     /// Kubernetes client.
     pub client: Client,
-    /// This controller's metrics.
+    /// Reconcile metrics.
     pub metrics: ControllerMetrics,
-}
-
-impl Context {
-    /// A context for the given client and metrics.
-    pub fn new(client: Client, metrics: ControllerMetrics) -> Self {
-        Self { client, metrics }
-    }
+    /// The config templates.
+    pub templates: Templates,
 }
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The object could not be deserialized as a KeystoneAPI (it does not match this controller's schema).
+    /// The object could not be deserialized as a KeystoneAPI.
     #[error("KeystoneAPI {name} cannot be read: {message}")]
     InvalidObject {
         /// Object name.
@@ -57,6 +69,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A template failed to render (a bug: templates are strict and fixed).
+    #[error("rendering the configuration of {name} failed: {message}")]
+    Render {
+        /// Object name.
+        name: String,
+        /// Renderer message.
+        message: String,
+    },
 }
 
 impl Error {
@@ -65,6 +85,7 @@ impl Error {
         match self {
             Error::InvalidObject { .. } => "invalid_object",
             Error::Kube { .. } => "kube_api",
+            Error::Render { .. } => "render",
         }
     }
 }
@@ -73,7 +94,7 @@ impl Error {
 #[tracing::instrument(skip_all, fields(generation))]
 pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start_reconcile();
-    let keystone = match &obj.0 {
+    let ks = match &obj.0 {
         Ok(k) => k,
         Err(invalid) => {
             return Err(Error::InvalidObject {
@@ -82,18 +103,175 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             });
         }
     };
-    tracing::Span::current().record("generation", keystone.metadata.generation);
-    tracing::info!(name = %keystone.name_any(), namespace = ?keystone.metadata.namespace, "observed");
-    // Safety net: re-check periodically even when nothing changes.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    tracing::Span::current().record("generation", ks.metadata.generation);
+    let name = ks.name_any();
+    let ns = ks.namespace().unwrap_or_default();
+    let kube_err = |source| Error::Kube {
+        name: name.clone(),
+        source,
+    };
+    let inputs = read::inputs(&ctx.client, ks).await?;
+
+    // 1. Config (never waits).
+    let (config_condition, rendered) = match validate::validate(ks, &inputs) {
+        Ok(v) => {
+            let r = ctx.templates.render(&v).map_err(|e| Error::Render {
+                name: name.clone(),
+                message: e.to_string(),
+            })?;
+            apply_child(&ctx.client, CONTROLLER, &build::config::config_map(ks, &r))
+                .await
+                .map_err(kube_err)?;
+            apply_child(&ctx.client, CONTROLLER, &build::config::config_secret(ks, &r))
+                .await
+                .map_err(kube_err)?;
+            let msg = format!(
+                "configuration {} and {} rendered (hash {})",
+                names::config_map_versioned(&name, &r.hash),
+                names::config_secret_versioned(&name, &r.hash),
+                r.hash
+            );
+            (Desired::ok(CONFIG_READY, reasons::SUCCEEDED, msg), Some(r))
+        }
+        Err(message) => (
+            Desired::not_ok(CONFIG_READY, reasons::INVALID_SPEC, message),
+            None,
+        ),
+    };
+
+    // 2. Services and endpoints (never wait).
+    for endpoint in Endpoint::ALL {
+        apply_child(&ctx.client, CONTROLLER, &build::service::service(ks, endpoint))
+            .await
+            .map_err(kube_err)?;
+    }
+    let endpoints = ApiEndpoints {
+        public: Some(build::service::endpoint_url(ks, Endpoint::Public)),
+        internal: Some(build::service::endpoint_url(ks, Endpoint::Internal)),
+    };
+    let service_condition = Desired::ok(
+        SERVICE_READY,
+        reasons::SUCCEEDED,
+        format!(
+            "internal {}, public {}",
+            endpoints.internal.clone().unwrap_or_default(),
+            endpoints.public.clone().unwrap_or_default()
+        ),
+    );
+
+    // 3. The Deployment, as far as the gate allows.
+    let mut gate = gate::decide(ks, inputs.deployment.as_ref());
+    let mut deployment = inputs.deployment.clone();
+    let mut deployed_image = deployment
+        .as_ref()
+        .and_then(build::deployment::current_inputs)
+        .map(|i| i.image);
+    let mut keep = Vec::new();
+    if let Some(current) = deployment.as_ref().and_then(build::deployment::current_inputs) {
+        keep.push(current.config_map);
+        keep.push(current.config_secret);
+    }
+    match (&rendered, gate.apply, gate.image.clone()) {
+        (Some(r), true, Some(image)) => {
+            apply_child(&ctx.client, CONTROLLER, &build::deployment::service_account(ks))
+                .await
+                .map_err(kube_err)?;
+            let pod_inputs = PodInputs {
+                image: image.clone(),
+                config_map: names::config_map_versioned(&name, &r.hash),
+                config_secret: names::config_secret_versioned(&name, &r.hash),
+                config_hash: r.hash.clone(),
+            };
+            let applied = apply_child(
+                &ctx.client,
+                CONTROLLER,
+                &build::deployment::deployment(ks, &pod_inputs),
+            )
+            .await
+            .map_err(kube_err)?;
+            deployment = Some(applied);
+            deployed_image = Some(image);
+            let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
+            if ks.spec.replicas > 1 {
+                apply_child(
+                    &ctx.client,
+                    CONTROLLER,
+                    &build::deployment::pod_disruption_budget(ks),
+                )
+                .await
+                .map_err(kube_err)?;
+            } else if pdbs
+                .get_opt(&names::deployment(&name))
+                .await
+                .map_err(kube_err)?
+                .is_some()
+            {
+                pdbs.delete(&names::deployment(&name), &DeleteParams::default())
+                    .await
+                    .map_err(kube_err)?;
+            }
+        }
+        (None, _, _) if gate.waiting.is_none() => {
+            gate.waiting = Some((
+                "WaitingForConfig",
+                "waiting for a valid configuration (see ConfigReady)".into(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(r) = &rendered {
+        keep.push(names::config_map_versioned(&name, &r.hash));
+        keep.push(names::config_secret_versioned(&name, &r.hash));
+        apply::collect_old_config(&ctx.client, ks, &keep).await?;
+    }
+
+    // 4. Status.
+    let deployment_condition = status::deployment_condition(
+        ks,
+        &gate,
+        deployment.as_ref(),
+        rendered.as_ref().map(|r| r.hash.as_str()),
+    );
+    let (network_condition, networks) = status::network_condition(ks, &inputs.missing_networks, &inputs.pods);
+    let report = status::Report {
+        conditions: vec![
+            config_condition,
+            service_condition,
+            deployment_condition.clone(),
+            network_condition,
+        ],
+        api: ApiStatus {
+            config_map: rendered
+                .as_ref()
+                .map(|r| names::config_map_versioned(&name, &r.hash)),
+            config_secret: rendered
+                .as_ref()
+                .map(|r| names::config_secret_versioned(&name, &r.hash)),
+            config_hash: rendered.as_ref().map(|r| r.hash.clone()),
+            deployed_image,
+        },
+        endpoints,
+        ready_count: status::ready_pods(&inputs.pods),
+        networks,
+    };
+    let api: Api<KeystoneAPI> = Api::namespaced(ctx.client.clone(), &ns);
+    status::write(&api, ks, report).await?;
+
+    // Pods and the Deployment wake us through watches; waiting on the other controllers too (their status
+    // writes are KeystoneAPI changes). The requeue is only a safety net.
+    let wait = if deployment_condition.status {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(30)
+    };
+    Ok(Action::requeue(wait))
 }
 
 /// Decides what to do after a failed reconcile.
 pub fn error_policy(_obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.record_failure(error.category());
     match error {
-        // The user must fix the object; its next change triggers a reconcile.
         Error::InvalidObject { .. } => Action::await_change(),
-        Error::Kube { .. } => Action::requeue(Duration::from_secs(5)),
+        Error::Kube { .. } | Error::Render { .. } => Action::requeue(Duration::from_secs(5)),
     }
 }

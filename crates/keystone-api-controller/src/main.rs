@@ -1,14 +1,20 @@
-//! `keystone-api-controller`: config, Services and the API Deployment. Wiring only; the logic is in the library.
+//! `keystone-api-controller`: config, Services and the API Deployment. Wiring only.
 
 use std::sync::Arc;
 
 use clap::Parser;
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use kube::ResourceExt;
 use kube::core::DeserializeGuard;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 
+use keystone_api_controller::config::Templates;
 use keystone_api_controller::{CONTROLLER, Context, error_policy, reconcile};
-use keystone_types::KeystoneAPI;
+use keystone_types::{KeystoneAPI, labels};
 use operator_common::cli::CommonArgs;
 use operator_common::runtime::Runtime;
 
@@ -16,7 +22,7 @@ use operator_common::runtime::Runtime;
 #[command(
     name = "keystone-api-controller",
     version,
-    about = "Keystone operator: config, Services and the API Deployment"
+    about = "Keystone operator: config, Services, API Deployment"
 )]
 struct Args {
     #[command(flatten)]
@@ -27,20 +33,58 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = Runtime::start(CONTROLLER, &args.common).await?;
-    let ctx = Arc::new(Context::new(rt.client.clone(), rt.metrics.clone()));
+    let templates =
+        Templates::new().map_err(|e| anyhow::anyhow!("embedded templates do not compile: {e}"))?;
+    let ctx = Arc::new(Context {
+        client: rt.client.clone(),
+        metrics: rt.metrics.clone(),
+        templates,
+    });
 
-    // DeserializeGuard: one malformed KeystoneAPI must not stall the watch for all the others.
-    let keystones = rt.keystoneapi_api::<DeserializeGuard<KeystoneAPI>>();
-    let controller = Controller::new(keystones, watcher::Config::default().any_semantic());
-    rt.mark_ready_when_synced(controller.store());
+    let ours = watcher::Config::default()
+        .labels(&format!("{}={}", labels::MANAGED_BY, CONTROLLER.field_manager()))
+        .any_semantic();
+    // Every status change counts: the other controllers' conditions arrive as status updates.
+    let controller = Controller::new(
+        rt.keystoneapi_api::<DeserializeGuard<KeystoneAPI>>(),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = controller.store();
+    // The password and custom-config Secrets are the user's and carry no labels of ours: watch Secrets by
+    // metadata only (no Secret data is cached) and map a change to the KeystoneAPIs that name that Secret.
+    let referencing = store.clone();
+    let controller = controller
+        .owns(rt.keystoneapi_api::<Deployment>(), ours.clone())
+        .owns(rt.keystoneapi_api::<Service>(), ours.clone())
+        .owns(rt.keystoneapi_api::<ConfigMap>(), ours.clone())
+        .watches(rt.keystoneapi_api::<Pod>(), ours.clone(), |pod| {
+            let instance = pod.labels().get(labels::INSTANCE)?.clone();
+            Some(ObjectRef::new(&instance).within(&pod.namespace()?))
+        })
+        .watches(
+            rt.keystoneapi_api::<PartialObjectMeta<Secret>>(),
+            watcher::Config::default().any_semantic(),
+            move |secret| {
+                let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                referencing
+                    .state()
+                    .into_iter()
+                    .filter_map(|g| g.0.as_ref().ok().cloned())
+                    .filter(|ks| ks.namespace().as_deref() == Some(ns.as_str()))
+                    .filter(|ks| {
+                        ks.spec.secret == name
+                            || ks.spec.custom_service_config_secret.as_deref() == Some(name.as_str())
+                            || ks.spec.notifications.as_ref().is_some_and(|n| n.secret == name)
+                    })
+                    .map(|ks| ObjectRef::new(&ks.name_any()).within(&ns))
+                    .collect::<Vec<_>>()
+            },
+        );
+    rt.mark_ready_when_synced(store);
     controller
         .graceful_shutdown_on(rt.shutdown_signal())
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::warn!(%error, "reconcile failed");
-            }
-        })
+        .for_each(|_| async {})
         .await;
     rt.finish().await
 }

@@ -12,6 +12,17 @@ pub fn config_secret(instance: &str) -> String {
     format!("{instance}-config-secret")
 }
 
+/// The ConfigMap of one rendered configuration: `<instance>-config-<first 8 hex digits of its hash>`.
+/// Config objects are immutable; a changed configuration gets a new name.
+pub fn config_map_versioned(instance: &str, hash: &str) -> String {
+    format!("{}-{}", config_map(instance), &hash[..hash.len().min(8)])
+}
+
+/// The Secret of one rendered configuration: `<instance>-config-secret-<hash8>`.
+pub fn config_secret_versioned(instance: &str, hash: &str) -> String {
+    format!("{}-{}", config_secret(instance), &hash[..hash.len().min(8)])
+}
+
 /// Secret of fernet token keys; data keys are Keystone's file names `0`, `1`, ...
 pub fn fernet_keys_secret(instance: &str) -> String {
     format!("{instance}-fernet-keys")

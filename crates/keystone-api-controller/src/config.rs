@@ -1,0 +1,168 @@
+//! Rendering, pure: the validated view → the files of the configuration. Templates are handlebars, embedded in
+//! the binary, registered once in strict mode with HTML escaping off, so output is a deterministic function of
+//! the view. Non-secret files go to the ConfigMap, files holding a password to the Secret.
+
+use std::collections::BTreeMap;
+
+use handlebars::Handlebars;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::validate::Validated;
+
+/// WSGI processes per pod (one thread each): bcrypt makes password logins CPU-bound, so this tracks cores.
+pub const WSGI_PROCESSES: u32 = 2;
+
+/// Where the ConfigMap is mounted (kolla reads `config.json` from here).
+pub const CONFIG_DIR: &str = "/var/lib/kolla/config_files";
+/// Where the config Secret is mounted.
+pub const SECRET_DIR: &str = "/var/lib/config-data/secret";
+
+/// The rendered configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// ConfigMap data.
+    pub config_map: BTreeMap<String, String>,
+    /// Secret data (formats as redacted in Debug).
+    pub secret: BTreeMap<String, String>,
+    /// Hash over both, hex (first 16 digits).
+    pub hash: String,
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendered")
+            .field("config_map", &self.config_map.keys().collect::<Vec<_>>())
+            .field("secret", &self.secret.keys().collect::<Vec<_>>())
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+/// The template registry.
+#[derive(Debug)]
+pub struct Templates(Handlebars<'static>);
+
+impl Templates {
+    /// Registers the embedded templates (strict mode, no escaping).
+    pub fn new() -> Result<Self, Box<handlebars::TemplateError>> {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(handlebars::no_escape);
+        hb.register_template_string("keystone.conf", include_str!("../templates/keystone.conf.hbs"))?;
+        hb.register_template_string("secrets.conf", include_str!("../templates/secrets.conf.hbs"))?;
+        hb.register_template_string("httpd.conf", include_str!("../templates/httpd.conf.hbs"))?;
+        Ok(Self(hb))
+    }
+
+    /// Renders every file for `v`.
+    pub fn render(&self, v: &Validated) -> Result<Rendered, handlebars::RenderError> {
+        let domain_files: BTreeMap<&str, &str> = v
+            .overwrite
+            .iter()
+            .filter_map(|(k, c)| k.strip_prefix("domains/").map(|f| (f, c.as_str())))
+            .collect();
+        let ctx = json!({
+            "name": v.name,
+            "namespace": v.namespace,
+            "memcache_servers": v.memcache_servers,
+            "token_expiration": v.token_expiration,
+            "allow_expired_window": v.allow_expired_window,
+            "max_active_keys": v.max_active_keys,
+            "secure_rbac": v.secure_rbac,
+            "policy_file": v.overwrite.contains_key("policy.yaml"),
+            "logging_conf": v.overwrite.contains_key("logging.conf"),
+            "domain_config": !domain_files.is_empty(),
+            "notifications": v.transport_url.is_some(),
+            "processes": WSGI_PROCESSES,
+        });
+        let secret_ctx = json!({
+            "name": v.name,
+            "namespace": v.namespace,
+            "database_connection": v.database_connection.expose(),
+            "transport_url": v.transport_url.as_ref().map(|t| t.expose().clone()),
+        });
+
+        let mut cm = BTreeMap::new();
+        cm.insert("keystone.conf".to_owned(), self.0.render("keystone.conf", &ctx)?);
+        cm.insert("httpd.conf".to_owned(), self.0.render("httpd.conf", &ctx)?);
+        // (source in the pod, destination, mode) of every file kolla copies into place.
+        let mut copies: Vec<(String, String, &str)> = vec![(
+            format!("{CONFIG_DIR}/keystone.conf"),
+            "/etc/keystone/keystone.conf".into(),
+            "0600",
+        )];
+        let mut secret = BTreeMap::new();
+        secret.insert(
+            "00-secrets.conf".to_owned(),
+            self.0.render("secrets.conf", &secret_ctx)?,
+        );
+        copies.push((
+            format!("{SECRET_DIR}/00-secrets.conf"),
+            "/etc/keystone/keystone.conf.d/00-secrets.conf".into(),
+            "0600",
+        ));
+        if let Some(c) = &v.custom_config {
+            cm.insert("10-custom.conf".to_owned(), c.clone());
+            copies.push((
+                format!("{CONFIG_DIR}/10-custom.conf"),
+                "/etc/keystone/keystone.conf.d/10-custom.conf".into(),
+                "0600",
+            ));
+        }
+        if let Some(c) = &v.custom_secret_config {
+            secret.insert("20-custom-secret.conf".to_owned(), c.expose().clone());
+            copies.push((
+                format!("{SECRET_DIR}/20-custom-secret.conf"),
+                "/etc/keystone/keystone.conf.d/20-custom-secret.conf".into(),
+                "0600",
+            ));
+        }
+        for (file, content) in &v.overwrite {
+            // ConfigMap keys cannot hold '/': domains/keystone.<d>.conf is stored as domains.keystone.<d>.conf
+            let key = file.replace('/', ".");
+            copies.push((
+                format!("{CONFIG_DIR}/{key}"),
+                format!("/etc/keystone/{file}"),
+                "0640",
+            ));
+            cm.insert(key, content.clone());
+        }
+        let config_files: Vec<_> = copies
+            .iter()
+            .map(|(source, dest, perm)| json!({ "source": source, "dest": dest, "owner": "keystone", "perm": perm }))
+            .collect();
+        let mut permissions =
+            vec![json!({ "path": "/etc/keystone/keystone.conf.d", "owner": "keystone:keystone" })];
+        if !domain_files.is_empty() {
+            permissions.push(json!({ "path": "/etc/keystone/domains", "owner": "keystone:keystone" }));
+        }
+        let kolla = json!({
+            "command": format!("/usr/sbin/httpd -DFOREGROUND -f {CONFIG_DIR}/httpd.conf"),
+            "config_files": config_files,
+            "permissions": permissions,
+        });
+        cm.insert(
+            "config.json".to_owned(),
+            serde_json::to_string_pretty(&kolla).unwrap_or_default() + "\n",
+        );
+
+        let mut h = Sha256::new();
+        for (tag, map) in [("cm", &cm), ("secret", &secret)] {
+            for (k, c) in map {
+                h.update(tag.as_bytes());
+                h.update([0]);
+                h.update(k.as_bytes());
+                h.update([0]);
+                h.update(c.as_bytes());
+                h.update([0]);
+            }
+        }
+        let hash = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        Ok(Rendered {
+            config_map: cm,
+            secret,
+            hash,
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! Every API read of a reconcile: the user's Secrets (GET by name: they carry no labels of ours and are not
+//! cached), the current Deployment, the requested NetworkAttachmentDefinitions and the API pods.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Api, Client, ResourceExt};
+
+use keystone_types::{KeystoneAPI, labels, names};
+
+use crate::Error;
+
+/// What a reconcile works from.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// `spec.secret`.
+    pub password_secret: Option<Secret>,
+    /// `spec.customServiceConfigSecret`.
+    pub custom_secret: Option<Secret>,
+    /// `spec.notifications.secret`.
+    pub notifications_secret: Option<Secret>,
+    /// The API Deployment, if it exists.
+    pub deployment: Option<Deployment>,
+    /// Requested NetworkAttachmentDefinitions that do not exist.
+    pub missing_networks: Vec<String>,
+    /// The API pods.
+    pub pods: Vec<Pod>,
+}
+
+/// NetworkAttachmentDefinition (Multus).
+pub fn nad_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition"),
+        "network-attachment-definitions",
+    )
+}
+
+/// Reads everything the KeystoneAPI refers to.
+pub async fn inputs(client: &Client, ks: &KeystoneAPI) -> Result<Inputs, Error> {
+    let ns = ks.namespace().unwrap_or_default();
+    let name = ks.name_any();
+    let kube_err = |source| Error::Kube {
+        name: name.clone(),
+        source,
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let get = |n: Option<String>| {
+        let secrets = secrets.clone();
+        async move {
+            match n {
+                Some(n) => secrets.get_opt(&n).await,
+                None => Ok(None),
+            }
+        }
+    };
+    let spec = &ks.spec;
+    let mut missing_networks = Vec::new();
+    let nads: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &nad_resource());
+    for net in &spec.network_attachments {
+        match nads.get_opt(net).await {
+            Ok(Some(_)) => {}
+            // 404 both when the object and when the whole API (Multus not installed) is missing
+            Ok(None) | Err(kube::Error::Api(_)) => missing_networks.push(net.clone()),
+            Err(e) => return Err(kube_err(e)),
+        }
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let selector = labels::selector_labels(&name, labels::component::API)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(Inputs {
+        password_secret: get(Some(spec.secret.clone())).await.map_err(kube_err)?,
+        custom_secret: get(spec.custom_service_config_secret.clone())
+            .await
+            .map_err(kube_err)?,
+        notifications_secret: get(spec.notifications.as_ref().map(|n| n.secret.clone()))
+            .await
+            .map_err(kube_err)?,
+        deployment: Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get_opt(&names::deployment(&name))
+            .await
+            .map_err(kube_err)?,
+        missing_networks,
+        pods: pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(kube_err)?
+            .items,
+    })
+}
