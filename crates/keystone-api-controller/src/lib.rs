@@ -104,6 +104,10 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
         }
     };
     tracing::Span::current().record("generation", ks.metadata.generation);
+    if ks.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the garbage collector removes the children; re-applying them would fight it.
+        return Ok(Action::await_change());
+    }
     let name = ks.name_any();
     let ns = ks.namespace().unwrap_or_default();
     let kube_err = |source| Error::Kube {
@@ -251,7 +255,12 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             deployed_image,
         },
         endpoints,
-        ready_count: status::ready_pods(&inputs.pods),
+        // The same source as DeploymentReady, so the two never disagree.
+        ready_count: deployment
+            .as_ref()
+            .and_then(|d| d.status.as_ref())
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
         networks,
     };
     let api: Api<KeystoneAPI> = Api::namespaced(ctx.client.clone(), &ns);

@@ -223,8 +223,3 @@ pub async fn write(api: &Api<KeystoneAPI>, ks: &KeystoneAPI, report: Report) -> 
         .map(|_| ())
         .map_err(|source| Error::Kube { name, source })
 }
-
-/// Counts ready pods.
-pub fn ready_pods(pods: &[Pod]) -> i32 {
-    i32::try_from(pods.iter().filter(|p| pod_ready(p)).count()).unwrap_or(i32::MAX)
-}

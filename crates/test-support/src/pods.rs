@@ -158,6 +158,25 @@ impl PodDriver {
             .await
     }
 
+    /// Finishes the deletion of terminating pods, as a kubelet does once their containers stopped.
+    pub async fn reap_terminating(&self) -> kube::Result<usize> {
+        let mut n = 0;
+        for pod in self.pods.list(&ListParams::default()).await? {
+            if pod.metadata.deletion_timestamp.is_some() {
+                let dp = kube::api::DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                };
+                match self.pods.delete(&pod.name_any(), &dp).await {
+                    Ok(_) => n += 1,
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Binds every unbound pod matching `selector` and gives it `outcome`; returns the pods it drove.
     pub async fn drive_pending(&self, selector: &str, outcome: Outcome) -> kube::Result<Vec<String>> {
         let mut driven = Vec::new();

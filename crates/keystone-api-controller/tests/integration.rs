@@ -1,0 +1,577 @@
+//! The api controller as a separate process against the real API server, kube-controller-manager and the pod
+//! driver. The other two controllers are played by status writes under their own field managers, as the real
+//! ones make them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+
+use keystone_types::conditions::{self, Controller};
+use keystone_types::v1beta1::DatabaseStatus;
+use keystone_types::{KeystoneAPI, KeystoneAPIStatus};
+use operator_common::conditions::Desired;
+use test_support::pods::{Outcome, PodDriver};
+use test_support::process::ControllerProcess;
+use test_support::{TestNamespace, test_cluster, wait};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_keystone-api-controller");
+const IMAGE_A: &str = "quay.io/podified-antelope-centos9/openstack-keystone:current-podified";
+const IMAGE_B: &str = "quay.io/podified-antelope-centos9/openstack-keystone:next";
+
+struct Env {
+    client: Client,
+    ns: TestNamespace,
+    keystones: Api<KeystoneAPI>,
+    deployments: Api<Deployment>,
+    services: Api<Service>,
+    driver: PodDriver,
+    _proc: ControllerProcess,
+}
+
+impl Env {
+    async fn new(prefix: &str) -> Env {
+        let cluster = test_cluster().await;
+        let client = cluster.client().await;
+        let ns = TestNamespace::new(&client, prefix).await;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+        let osp: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "osp-secret"},
+            "stringData": {"AdminPassword": "admin$pw", "KeystoneDatabasePassword": "db'$pw{{x}}", "DbRootPassword": "root"},
+        }))
+        .unwrap();
+        secrets.create(&PostParams::default(), &osp).await.unwrap();
+        let mut proc = ControllerProcess::start(BINARY, cluster, Some(&ns.name), &[]);
+        proc.wait_ready().await;
+        Env {
+            keystones: Api::namespaced(client.clone(), &ns.name),
+            deployments: Api::namespaced(client.clone(), &ns.name),
+            services: Api::namespaced(client.clone(), &ns.name),
+            driver: PodDriver::new(&client, &ns.name),
+            client,
+            ns,
+            _proc: proc,
+        }
+    }
+
+    async fn create(&self, spec: Value) {
+        let ks: KeystoneAPI = serde_json::from_value(json!({
+            "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI",
+            "metadata": {"name": "keystone"}, "spec": spec,
+        }))
+        .unwrap();
+        self.keystones.create(&PostParams::default(), &ks).await.unwrap();
+    }
+
+    async fn patch_spec(&self, spec: Value) {
+        self.keystones
+            .patch(
+                "keystone",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": spec})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Writes the other controllers' rows as they would: each under its own field manager.
+    async fn play_other_controllers(&self, synced_image: &str) {
+        let ks = self.keystones.get("keystone").await.unwrap();
+        for c in [Controller::Fernet, Controller::Db] {
+            let desired: Vec<Desired> = conditions::owned_by(c)
+                .map(|t| Desired::ok(t, "Succeeded", "simulated"))
+                .collect();
+            let existing = ks
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default();
+            let (conds, _) = operator_common::conditions::reconcile(
+                &existing,
+                &desired,
+                ks.metadata.generation,
+                Timestamp::now(),
+            );
+            let mut status = KeystoneAPIStatus {
+                conditions: Some(conds),
+                ..Default::default()
+            };
+            if c == Controller::Db {
+                status.database = Some(DatabaseStatus {
+                    synced_image: Some(synced_image.into()),
+                    ..Default::default()
+                });
+            }
+            operator_common::apply::apply_status(&self.keystones, "keystone", c, &status)
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn condition(
+        &self,
+        type_: &str,
+    ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        let ks = self.keystones.get("keystone").await.ok()?;
+        ks.status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == type_ && c.observed_generation == ks.metadata.generation)
+    }
+
+    async fn wait_condition(&self, type_: &str, status: &str, reason: Option<&str>) -> String {
+        wait::until(
+            &format!("{type_}={status} {reason:?}"),
+            Duration::from_secs(60),
+            || async {
+                match self.condition(type_).await {
+                    Some(c) if c.status == status && reason.is_none_or(|r| r == c.reason) => Ok(c.message),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await
+    }
+
+    /// Drives pending API pods to Ready until the Deployment reports `ready` ready replicas.
+    async fn drive_until_ready(&self, ready: i32) {
+        wait::until(
+            &format!("{ready} ready API pods"),
+            Duration::from_secs(60),
+            || async {
+                self.driver
+                    .drive_pending(
+                        "app.kubernetes.io/component=api",
+                        Outcome::Running { ready: true },
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let d = self
+                    .deployments
+                    .get("keystone-api")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let st = d.status.unwrap_or_default();
+                if st.ready_replicas.unwrap_or(0) == ready && st.updated_replicas.unwrap_or(0) == ready {
+                    Ok(())
+                } else {
+                    Err(format!("{st:?}"))
+                }
+            },
+        )
+        .await;
+    }
+
+    async fn template_image(&self) -> String {
+        let d = self.deployments.get("keystone-api").await.unwrap();
+        d.spec.template.spec.unwrap().containers[0].image.clone().unwrap()
+    }
+
+    async fn template_annotations(&self) -> std::collections::BTreeMap<String, String> {
+        let d = self.deployments.get("keystone-api").await.unwrap();
+        d.spec.template.metadata.unwrap().annotations.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_example_config_services_gates_and_ready() {
+    let env = Env::new("api-basic").await;
+    env.create(json!({"containerImage": IMAGE_A, "replicas": 1, "secret": "osp-secret"}))
+        .await;
+
+    // Config and Services come first, whatever the other controllers say.
+    let msg = env.wait_condition(conditions::CONFIG_READY, "True", None).await;
+    assert!(msg.contains("keystone-config-"), "{msg}");
+    env.wait_condition(conditions::SERVICE_READY, "True", None).await;
+    let ks = env.keystones.get("keystone").await.unwrap();
+    let st = ks.status.clone().unwrap();
+    let api = st.api.unwrap();
+    let cm: ConfigMap = Api::namespaced(env.client.clone(), &env.ns.name)
+        .get(api.config_map.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(cm.immutable, Some(true));
+    assert!(cm.data.as_ref().unwrap()["keystone.conf"].contains("max_active_keys = 5"));
+    assert!(
+        !serde_json::to_string(&cm).unwrap().contains("$pw"),
+        "a password reached the ConfigMap"
+    );
+    let sec: Secret = Api::namespaced(env.client.clone(), &env.ns.name)
+        .get(api.config_secret.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8(sec.data.unwrap()["00-secrets.conf"].0.clone())
+            .unwrap()
+            .contains("keystone:db%27%24pw%7B%7Bx%7D%7D@openstack:3306")
+    );
+    let endpoints = st.api_endpoints.unwrap();
+    assert_eq!(
+        endpoints.internal.as_deref(),
+        Some(format!("http://keystone-internal.{}.svc:5000", env.ns.name).as_str())
+    );
+    assert_eq!(
+        endpoints.public.as_deref(),
+        Some(format!("http://keystone-public.{}.svc:5000", env.ns.name).as_str())
+    );
+    for svc in ["keystone-internal", "keystone-public"] {
+        let s = env.services.get(svc).await.unwrap().spec.unwrap();
+        assert_eq!(s.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(s.ports.unwrap()[0].port, 5000);
+    }
+
+    // The Deployment waits for the keys, db-sync and bootstrap.
+    let msg = env
+        .wait_condition(
+            conditions::DEPLOYMENT_READY,
+            "False",
+            Some("WaitingForFernetKeys"),
+        )
+        .await;
+    assert!(msg.contains("FernetKeysReady"), "{msg}");
+    assert!(
+        env.deployments.get_opt("keystone-api").await.unwrap().is_none(),
+        "Deployment created before its gates"
+    );
+    env.wait_condition(conditions::READY, "False", None).await;
+
+    env.play_other_controllers(IMAGE_A).await;
+    wait::until("the Deployment", Duration::from_secs(30), || async {
+        env.deployments
+            .get_opt("keystone-api")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "absent".to_string())
+    })
+    .await;
+    env.drive_until_ready(1).await;
+    env.wait_condition(conditions::DEPLOYMENT_READY, "True", Some("Available"))
+        .await;
+    env.wait_condition(conditions::NETWORK_ATTACHMENTS_READY, "True", None)
+        .await;
+    env.wait_condition(conditions::READY, "True", Some("AllReady"))
+        .await;
+    let ks = env.keystones.get("keystone").await.unwrap();
+    assert_eq!(ks.status.as_ref().unwrap().ready_count, Some(1));
+
+    // The pod contract: keys mounted whole with 0440 and fsGroup 42425, no service account token.
+    let d = env.deployments.get("keystone-api").await.unwrap();
+    let pod = d.spec.template.spec.unwrap();
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.security_context.as_ref().unwrap().fs_group, Some(42425));
+    let vols = pod.volumes.unwrap();
+    let fernet = vols
+        .iter()
+        .find(|v| v.name == "fernet-keys")
+        .unwrap()
+        .secret
+        .clone()
+        .unwrap();
+    assert_eq!(fernet.secret_name.as_deref(), Some("keystone-fernet-keys"));
+    assert_eq!(fernet.default_mode, Some(0o440));
+    assert!(fernet.items.is_none());
+    assert!(
+        pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|m| m.sub_path.is_none())
+    );
+
+    // managedFields: this controller owns only its own status rows.
+    let mine = ks
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.manager.as_deref() == Some("keystone-api-controller"))
+        .collect::<Vec<_>>();
+    assert_eq!(mine.len(), 1);
+    let fields = serde_json::to_string(&mine[0].fields_v1).unwrap();
+    for own in [
+        "ConfigReady",
+        "ServiceReady",
+        "DeploymentReady",
+        "NetworkAttachmentsReady",
+        "\\\"Ready\\\"",
+        "f:apiEndpoints",
+        "f:api",
+        "f:readyCount",
+    ] {
+        assert!(fields.contains(own), "{own} not owned: {fields}");
+    }
+    for foreign in ["FernetKeysReady", "DBSyncReady", "f:fernet", "f:database"] {
+        assert!(!fields.contains(foreign), "{foreign} claimed: {fields}");
+    }
+
+    // Deleting the KeystoneAPI collects every child.
+    env.keystones
+        .delete("keystone", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    wait::until("children collected", Duration::from_secs(60), || async {
+        env.driver.reap_terminating().await.map_err(|e| e.to_string())?;
+        let d = env
+            .deployments
+            .get_opt("keystone-api")
+            .await
+            .map_err(|e| e.to_string())?;
+        let s = env
+            .services
+            .get_opt("keystone-public")
+            .await
+            .map_err(|e| e.to_string())?;
+        let cms = Api::<ConfigMap>::namespaced(env.client.clone(), &env.ns.name)
+            .list(
+                &kube::api::ListParams::default()
+                    .labels("app.kubernetes.io/managed-by=keystone-api-controller"),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if d.is_none() && s.is_none() && cms.items.is_empty() {
+            Ok(())
+        } else {
+            Err("children remain".to_string())
+        }
+    })
+    .await;
+    env.ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolls_on_config_and_image_only_when_it_should() {
+    let env = Env::new("api-roll").await;
+    env.create(json!({"containerImage": IMAGE_A, "replicas": 1}))
+        .await;
+    env.wait_condition(conditions::CONFIG_READY, "True", None).await;
+    env.play_other_controllers(IMAGE_A).await;
+    env.drive_until_ready(1).await;
+    let first = env.template_annotations().await;
+
+    // A replica change is no rollout.
+    env.patch_spec(json!({"replicas": 2})).await;
+    env.play_other_controllers(IMAGE_A).await;
+    env.drive_until_ready(2).await;
+    assert_eq!(
+        env.template_annotations().await,
+        first,
+        "scaling changed the pod template"
+    );
+    // a PDB exists with more than one replica
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(env.client.clone(), &env.ns.name);
+    assert!(pdbs.get_opt("keystone-api").await.unwrap().is_some());
+
+    // A key rotation is no rollout.
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns.name);
+    let keys: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "keystone-fernet-keys"}, "stringData": {"0": "a", "1": "b"}}),
+    )
+    .unwrap();
+    secrets.create(&PostParams::default(), &keys).await.unwrap();
+    secrets
+        .patch(
+            "keystone-fernet-keys",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"stringData": {"2": "c"}})),
+        )
+        .await
+        .unwrap();
+    env.patch_spec(json!({"replicas": 2, "region": "regionOne"}))
+        .await; // force a reconcile
+    env.play_other_controllers(IMAGE_A).await;
+    env.wait_condition(conditions::DEPLOYMENT_READY, "True", None)
+        .await;
+    assert_eq!(
+        env.template_annotations().await,
+        first,
+        "a key change rolled the pods"
+    );
+
+    // A config change rolls.
+    env.patch_spec(json!({"memcachedServers": ["memcached:11211"]}))
+        .await;
+    wait::until(
+        "a new config hash on the pod template",
+        Duration::from_secs(30),
+        || async {
+            let a = env.template_annotations().await;
+            if a != first {
+                Ok(())
+            } else {
+                Err("unchanged".to_string())
+            }
+        },
+    )
+    .await;
+
+    // A new image waits for its db-sync; the pods keep the old image meanwhile.
+    env.patch_spec(json!({"containerImage": IMAGE_B})).await;
+    env.play_other_controllers(IMAGE_A).await;
+    let msg = env
+        .wait_condition(conditions::DEPLOYMENT_READY, "False", Some("WaitingForDBSync"))
+        .await;
+    assert!(msg.contains(IMAGE_B), "{msg}");
+    assert_eq!(
+        env.template_image().await,
+        IMAGE_A,
+        "rolled to an image before its db-sync"
+    );
+    assert_eq!(
+        env.deployments.get("keystone-api").await.unwrap().spec.replicas,
+        Some(2),
+        "a closed gate scaled down"
+    );
+    env.play_other_controllers(IMAGE_B).await;
+    wait::until("the new image", Duration::from_secs(30), || async {
+        let i = env.template_image().await;
+        if i == IMAGE_B { Ok(()) } else { Err(i) }
+    })
+    .await;
+    env.ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn external_endpoint_becomes_a_metallb_load_balancer() {
+    let env = Env::new("api-lb").await;
+    env.create(json!({
+        "externalEndpoints": [{"endpoint": "internal", "ipAddressPool": "osp-internalapi", "loadBalancerIPs": ["172.17.0.202"], "sharedIP": true, "sharedIPKey": ""}]
+    }))
+    .await;
+    env.wait_condition(conditions::SERVICE_READY, "True", None).await;
+    let internal = env.services.get("keystone-internal").await.unwrap();
+    assert_eq!(
+        internal.spec.as_ref().unwrap().type_.as_deref(),
+        Some("LoadBalancer")
+    );
+    let a = internal.annotations();
+    for prefix in ["metallb.io", "metallb.universe.tf"] {
+        assert_eq!(a[&format!("{prefix}/address-pool")], "osp-internalapi");
+        assert_eq!(a[&format!("{prefix}/loadBalancerIPs")], "172.17.0.202");
+        assert_eq!(a[&format!("{prefix}/allow-shared-ip")], "osp-internalapi");
+    }
+    let public = env.services.get("keystone-public").await.unwrap();
+    assert_eq!(public.spec.unwrap().type_.as_deref(), Some("ClusterIP"));
+    // still registered under its service name
+    let ks = env.keystones.get("keystone").await.unwrap();
+    assert_eq!(
+        ks.status.unwrap().api_endpoints.unwrap().internal.unwrap(),
+        format!("http://keystone-internal.{}.svc:5000", env.ns.name)
+    );
+    env.ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_attachments_are_checked_and_reported() {
+    let env = Env::new("api-nad").await;
+    env.create(json!({"networkAttachments": ["storage"]})).await;
+    let msg = env
+        .wait_condition(
+            conditions::NETWORK_ATTACHMENTS_READY,
+            "False",
+            Some("NetworkAttachmentDefinitionMissing"),
+        )
+        .await;
+    assert!(msg.contains("storage"), "{msg}");
+
+    // Install a minimal NAD CRD and the NAD.
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(env.client.clone());
+    let crd = serde_json::from_value(json!({
+        "metadata": {"name": "network-attachment-definitions.k8s.cni.cncf.io"},
+        "spec": {"group": "k8s.cni.cncf.io", "scope": "Namespaced",
+            "names": {"plural": "network-attachment-definitions", "singular": "network-attachment-definition", "kind": "NetworkAttachmentDefinition", "shortNames": ["net-attach-def"]},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .unwrap();
+    match crds.create(&PostParams::default(), &crd).await {
+        Ok(_) | Err(kube::Error::Api(_)) => {}
+        Err(e) => panic!("{e}"),
+    }
+    let nads: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        &env.ns.name,
+        &keystone_api_controller::read::nad_resource(),
+    );
+    let nad: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "storage"}, "spec": {"config": "{}"}
+    }))
+    .unwrap();
+    wait::until("the NAD to be created", Duration::from_secs(30), || async {
+        nads.create(&PostParams::default(), &nad)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    env.play_other_controllers(IMAGE_A).await;
+    let d = wait::until("the Deployment", Duration::from_secs(60), || async {
+        env.play_other_controllers(IMAGE_A).await;
+        env.deployments
+            .get_opt("keystone-api")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "absent".to_string())
+    })
+    .await;
+    assert_eq!(
+        d.spec.template.metadata.unwrap().annotations.unwrap()["k8s.v1.cni.cncf.io/networks"],
+        "storage"
+    );
+    env.drive_until_ready(1).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(env.client.clone(), &env.ns.name);
+    let pod = pods
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/component=api"))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    env.driver
+        .set_network_status(&pod.name_any(), &[("storage", "172.18.0.52")])
+        .await
+        .unwrap();
+    env.wait_condition(conditions::NETWORK_ATTACHMENTS_READY, "True", Some("Attached"))
+        .await;
+    let ks = env.keystones.get("keystone").await.unwrap();
+    assert_eq!(
+        ks.status.unwrap().network_attachments.unwrap()["storage"],
+        vec!["172.18.0.52".to_string()]
+    );
+    env.ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_custom_config_is_refused_but_services_are_still_published() {
+    let env = Env::new("api-custom").await;
+    env.create(json!({"customServiceConfig": "[fernet_tokens]\nmax_active_keys = 2\n"}))
+        .await;
+    let msg = env
+        .wait_condition(conditions::CONFIG_READY, "False", Some("InvalidSpec"))
+        .await;
+    assert!(
+        msg.contains("[fernet_tokens] max_active_keys") && msg.contains("spec.fernet"),
+        "{msg}"
+    );
+    env.wait_condition(conditions::SERVICE_READY, "True", None).await;
+    let cms = Api::<ConfigMap>::namespaced(env.client.clone(), &env.ns.name)
+        .list(
+            &kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=keystone-api-controller"),
+        )
+        .await
+        .unwrap();
+    assert!(cms.items.is_empty(), "a refused config was applied");
+    // Fixing the spec heals it.
+    env.patch_spec(json!({"customServiceConfig": "[DEFAULT]\ndebug = true\n"}))
+        .await;
+    env.wait_condition(conditions::CONFIG_READY, "True", None).await;
+    env.ns.delete().await;
+}
