@@ -25,8 +25,7 @@ echo "control plane binaries ready in $((SECONDS - t))s"
 
 cleanup() {
   if [ "${KEEP_CLUSTER:-0}" != 1 ]; then
-    hack/local-cluster.sh down --name test || true
-    hack/local-cluster.sh down --name bare || true
+    for c in test bare openshift; do hack/local-cluster.sh down --name "$c" || true; done
   fi
 }
 trap cleanup EXIT

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod build;
 pub mod config;
+pub mod exposure;
 pub mod gate;
 pub mod read;
 pub mod status;
@@ -149,19 +150,30 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             .await
             .map_err(kube_err)?;
     }
+    let (public, public_pending) = exposure::publish_public(&ctx.client, ks, &inputs).await?;
+    let internal = ks
+        .spec
+        .endpoint_urls
+        .as_ref()
+        .and_then(|o| o.internal.clone())
+        .unwrap_or_else(|| build::service::endpoint_url(ks, Endpoint::Internal));
     let endpoints = ApiEndpoints {
-        public: Some(build::service::endpoint_url(ks, Endpoint::Public)),
-        internal: Some(build::service::endpoint_url(ks, Endpoint::Internal)),
+        public: public.clone(),
+        internal: Some(internal.clone()),
     };
-    let service_condition = Desired::ok(
-        SERVICE_READY,
-        reasons::SUCCEEDED,
-        format!(
-            "internal {}, public {}",
-            endpoints.internal.clone().unwrap_or_default(),
-            endpoints.public.clone().unwrap_or_default()
+    let service_condition = match public_pending {
+        None => Desired::ok(
+            SERVICE_READY,
+            reasons::SUCCEEDED,
+            format!("internal {internal}, public {}", public.unwrap_or_default()),
         ),
-    );
+        Some(why) => Desired::not_ok(SERVICE_READY, "WaitingForRoute", why),
+    };
+    if inputs.scc_available {
+        apply_child(&ctx.client, CONTROLLER, &build::exposure::scc_role_binding(ks))
+            .await
+            .map_err(kube_err)?;
+    }
 
     // 3. The Deployment, as far as the gate allows.
     let mut gate = gate::decide(ks, inputs.deployment.as_ref());

@@ -6,12 +6,14 @@ use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use kube::ResourceExt;
+use kube::api::DynamicObject;
 use kube::core::DeserializeGuard;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
 
+use keystone_api_controller::build::exposure::route_resource;
 use keystone_api_controller::config::Templates;
 use keystone_api_controller::{CONTROLLER, Context, error_policy, reconcile};
 use keystone_types::{KeystoneAPI, labels};
@@ -80,6 +82,17 @@ async fn main() -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
             },
         );
+    // Routes exist only on OpenShift; their admission (status.ingress) decides the public URL. Looked up once
+    // at startup: a cluster that gains the Route API later needs a controller restart to watch it.
+    let controller = if keystone_api_controller::read::serves(&rt.client, "route.openshift.io/v1").await? {
+        let routes: Api<DynamicObject> = match rt.namespace() {
+            Some(ns) => Api::namespaced_with(rt.client.clone(), ns, &route_resource()),
+            None => Api::all_with(rt.client.clone(), &route_resource()),
+        };
+        controller.owns_with(routes, route_resource(), ours.clone())
+    } else {
+        controller
+    };
     rt.mark_ready_when_synced(store);
     controller
         .graceful_shutdown_on(rt.shutdown_signal())

@@ -26,6 +26,19 @@ pub struct Inputs {
     pub missing_networks: Vec<String>,
     /// The API pods.
     pub pods: Vec<Pod>,
+    /// The cluster serves `route.openshift.io/v1` (OpenShift).
+    pub routes_available: bool,
+    /// The cluster serves `security.openshift.io/v1` (SecurityContextConstraints).
+    pub scc_available: bool,
+}
+
+/// Whether the cluster serves `group_version` (looked up on every reconcile: cheap, and never stale).
+pub async fn serves(client: &Client, group_version: &str) -> Result<bool, kube::Error> {
+    match client.list_api_group_resources(group_version).await {
+        Ok(list) => Ok(!list.resources.is_empty()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// NetworkAttachmentDefinition (Multus).
@@ -84,6 +97,10 @@ pub async fn inputs(client: &Client, ks: &KeystoneAPI) -> Result<Inputs, Error> 
             .await
             .map_err(kube_err)?,
         missing_networks,
+        routes_available: serves(client, "route.openshift.io/v1").await.map_err(kube_err)?,
+        scc_available: serves(client, "security.openshift.io/v1")
+            .await
+            .map_err(kube_err)?,
         pods: pods
             .list(&ListParams::default().labels(&selector))
             .await

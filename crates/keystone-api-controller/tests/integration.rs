@@ -575,3 +575,163 @@ async fn bad_custom_config_is_refused_but_services_are_still_published() {
     env.wait_condition(conditions::CONFIG_READY, "True", None).await;
     env.ns.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingress_and_url_overrides_publish_the_public_endpoint() {
+    let env = Env::new("api-ingress").await;
+    env.create(json!({"ingress": {"host": "keystone.example.com", "className": "nginx", "tlsSecretName": "keystone-tls"}})).await;
+    env.wait_condition(conditions::SERVICE_READY, "True", None).await;
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
+        Api::namespaced(env.client.clone(), &env.ns.name);
+    let ing = ingresses.get("keystone-public").await.unwrap().spec.unwrap();
+    assert_eq!(ing.ingress_class_name.as_deref(), Some("nginx"));
+    assert_eq!(
+        ing.rules.unwrap()[0].host.as_deref(),
+        Some("keystone.example.com")
+    );
+    let ks = env.keystones.get("keystone").await.unwrap();
+    assert_eq!(
+        ks.status.unwrap().api_endpoints.unwrap().public.as_deref(),
+        Some("https://keystone.example.com")
+    );
+
+    // An override wins; the Ingress it replaces is removed.
+    env.keystones
+        .patch(
+            "keystone",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"ingress": null, "endpointURLs": {"public": "https://id.example.org:8443", "internal": "http://keystone.internal.example:5000"}}})),
+        )
+        .await
+        .unwrap();
+    wait::until(
+        "the override published and the Ingress gone",
+        Duration::from_secs(30),
+        || async {
+            let ks = env.keystones.get("keystone").await.map_err(|e| e.to_string())?;
+            let ep = ks.status.and_then(|s| s.api_endpoints).unwrap_or_default();
+            let gone = ingresses
+                .get_opt("keystone-public")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none();
+            if ep.public.as_deref() == Some("https://id.example.org:8443")
+                && ep.internal.as_deref() == Some("http://keystone.internal.example:5000")
+                && gone
+            {
+                Ok(())
+            } else {
+                Err(format!("{ep:?}, ingress gone: {gone}"))
+            }
+        },
+    )
+    .await;
+    env.ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_openshift_the_public_endpoint_is_an_admitted_route() {
+    // A control plane of its own: the Route and SCC APIs installed here would change every other test.
+    let cluster = test_support::cluster::named_cluster("openshift", &["--no-kcm"]).await;
+    let client = cluster.client().await;
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(client.clone());
+    for (group, kind, plural, scope, status) in [
+        ("route.openshift.io", "Route", "routes", "Namespaced", true),
+        (
+            "security.openshift.io",
+            "SecurityContextConstraints",
+            "securitycontextconstraints",
+            "Cluster",
+            false,
+        ),
+    ] {
+        let mut version = json!({"name": "v1", "served": true, "storage": true,
+            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}});
+        if status {
+            version["subresources"] = json!({"status": {}});
+        }
+        let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+            serde_json::from_value(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.{group}")},
+            "spec": {"group": group, "scope": scope, "names": {"plural": plural, "kind": kind}, "versions": [version]}
+        }))
+        .unwrap();
+        let pp = PatchParams::apply("test").force();
+        crds.patch(&format!("{plural}.{group}"), &pp, &Patch::Apply(&crd))
+            .await
+            .unwrap();
+    }
+    let ns = TestNamespace::new(&client, "api-route").await;
+    let mut proc = ControllerProcess::start(BINARY, &cluster, Some(&ns.name), &[]);
+    proc.wait_ready().await;
+    let keystones: Api<KeystoneAPI> = Api::namespaced(client.clone(), &ns.name);
+    let ks: KeystoneAPI = serde_json::from_value(json!({
+        "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI", "metadata": {"name": "keystone"}, "spec": {}
+    }))
+    .unwrap();
+    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns.name,
+        &keystone_api_controller::build::exposure::route_resource(),
+    );
+    // The Route API may take a moment to be discovered after its CRD is created.
+    keystones.create(&PostParams::default(), &ks).await.unwrap();
+    let route = wait::until("the Route", Duration::from_secs(60), || async {
+        routes
+            .get_opt("keystone-public")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "absent".to_string())
+    })
+    .await;
+    assert_eq!(route.data["spec"]["to"]["name"], "keystone-public");
+    let pending = wait::until(
+        "ServiceReady=False WaitingForRoute",
+        Duration::from_secs(30),
+        || async {
+            let ks = keystones.get("keystone").await.map_err(|e| e.to_string())?;
+            let st = ks.status.unwrap_or_default();
+            let c = st
+                .conditions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == conditions::SERVICE_READY);
+            match c {
+                Some(c) if c.reason == "WaitingForRoute" => Ok(st.api_endpoints),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        pending.and_then(|e| e.public).is_none(),
+        "a public URL was published before the Route was admitted"
+    );
+
+    // The router admits the Route.
+    let host = format!("keystone-public-{}.apps.ostest.test.metalkube.org", ns.name);
+    let status = json!({"status": {"ingress": [{"host": host, "routerName": "default",
+        "conditions": [{"type": "Admitted", "status": "True"}]}]}});
+    routes
+        .patch_status("keystone-public", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    wait::until("the Route's URL published", Duration::from_secs(30), || async {
+        let ks = keystones.get("keystone").await.map_err(|e| e.to_string())?;
+        let public = ks.status.and_then(|s| s.api_endpoints).and_then(|e| e.public);
+        if public.as_deref() == Some(format!("http://{host}").as_str()) {
+            Ok(())
+        } else {
+            Err(format!("{public:?}"))
+        }
+    })
+    .await;
+    let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &ns.name);
+    let rb = rbs.get("keystone-keystone-scc").await.unwrap();
+    assert_eq!(rb.role_ref.name, "system:openshift:scc:nonroot-v2");
+    assert_eq!(rb.subjects.unwrap()[0].name, "keystone-keystone");
+    ns.delete().await;
+}

@@ -151,6 +151,17 @@ pub struct KeystoneAPISpec {
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["endpoint".into()]))]
     pub external_endpoints: Vec<ExternalEndpoint>,
 
+    /// URLs to publish (in `status.apiEndpoints` and Keystone's catalog) instead of the ones the operator
+    /// derives, for endpoints exposed by something the operator does not manage (a load balancer, a proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "endpointURLs")]
+    pub endpoint_urls: Option<EndpointURLs>,
+
+    /// Expose the public endpoint through an Ingress with this host. Without it, on OpenShift (when the
+    /// cluster serves `route.openshift.io/v1`) the public endpoint gets a Route; elsewhere it is the Service's
+    /// cluster DNS name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+
     /// Keystone region the identity endpoints are registered in.
     #[serde(default = "default_region")]
     #[schemars(length(min = 1, max = 255))]
@@ -239,6 +250,44 @@ pub struct KeystoneAPISpec {
     #[serde(default)]
     #[schemars(extend("default" = {}))]
     pub trust_flush: TrustFlushSpec,
+}
+
+const URL_RULE: &str = "self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')";
+
+/// Endpoint URL overrides.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointURLs {
+    /// The public endpoint's URL, e.g. `https://keystone.example.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(URL_RULE).message("endpointURLs.public must be an http:// or https:// URL").reason(kube::core::Reason::FieldValueInvalid))]
+    pub public: Option<String>,
+    /// The internal endpoint's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(URL_RULE).message("endpointURLs.internal must be an http:// or https:// URL").reason(kube::core::Reason::FieldValueInvalid))]
+    pub internal: Option<String>,
+}
+
+/// An Ingress for the public endpoint.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// Host name the Ingress serves, e.g. `keystone.example.com`.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub host: String,
+    /// IngressClass to use (default: the cluster's default class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub class_name: Option<String>,
+    /// Secret with the TLS certificate for `host`; the published URL is then https.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tls_secret_name: Option<String>,
 }
 
 /// Keys inside the password Secret.

@@ -77,6 +77,20 @@ pub async fn bare_cluster() -> &'static Cluster {
     .await
 }
 
+/// Another named control plane (started or reused); `extra` are `local-cluster.sh up` options.
+pub async fn named_cluster(name: &str, extra: &[&str]) -> Cluster {
+    let (name, extra) = (
+        name.to_owned(),
+        extra.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        Cluster::up(&name, &extra)
+    })
+    .await
+    .expect("local-cluster.sh up")
+}
+
 /// A client for the shared test control plane.
 pub async fn client() -> Client {
     test_cluster().await.client().await

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod deployment;
+pub mod exposure;
 pub mod service;
 
 use kube::api::ObjectMeta;
