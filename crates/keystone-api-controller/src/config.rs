@@ -13,10 +13,7 @@ use crate::validate::Validated;
 /// WSGI processes per pod (one thread each): bcrypt makes password logins CPU-bound, so this tracks cores.
 pub const WSGI_PROCESSES: u32 = 2;
 
-/// Where the ConfigMap is mounted (kolla reads `config.json` from here).
-pub const CONFIG_DIR: &str = "/var/lib/kolla/config_files";
-/// Where the config Secret is mounted.
-pub const SECRET_DIR: &str = "/var/lib/config-data/secret";
+use keystone_types::pod::{CONFIG_DIR, SECRET_DIR};
 
 /// The rendered configuration.
 #[derive(Clone, PartialEq, Eq)]

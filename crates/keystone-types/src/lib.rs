@@ -5,6 +5,7 @@ pub mod conditions;
 pub mod duration;
 pub mod labels;
 pub mod names;
+pub mod pod;
 pub mod rotation;
 pub mod v1beta1;
 

@@ -7,24 +7,19 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    HTTPGetAction, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
-    WeightedPodAffinityTerm,
+    Affinity, Container, ContainerPort, HTTPGetAction, PodAffinityTerm, PodAntiAffinity, PodSpec,
+    PodTemplateSpec, Probe, ServiceAccount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use keystone_types::{KeystoneAPI, labels, names};
+use keystone_types::{KeystoneAPI, labels, names, pod};
 
 use super::child_meta;
 use super::service::PORT;
-use crate::config::{CONFIG_DIR, SECRET_DIR};
 
-/// The default image's keystone uid and gid.
-pub const KEYSTONE_UID: i64 = 42425;
 /// Pod-template annotation: hash of every input that should restart pods.
 pub const INPUTS_HASH: &str = "keystone.openstack.org/inputs-hash";
 /// Pod-template annotation: the config hash the pods run with.
@@ -55,27 +50,6 @@ fn probe(period: i32, timeout: i32, failures: i32) -> Probe {
         period_seconds: Some(period),
         timeout_seconds: Some(timeout),
         failure_threshold: Some(failures),
-        ..Default::default()
-    }
-}
-
-fn secret_volume(name: &str, secret: String, mode: i32) -> Volume {
-    Volume {
-        name: name.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret),
-            default_mode: Some(mode),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(true),
         ..Default::default()
     }
 }
@@ -116,11 +90,7 @@ pub fn deployment(ks: &KeystoneAPI, inputs: &PodInputs) -> Deployment {
         name: "keystone-api".into(),
         image: Some(inputs.image.clone()),
         command: Some(vec!["/usr/local/bin/kolla_start".into()]),
-        env: Some(vec![EnvVar {
-            name: "KOLLA_CONFIG_STRATEGY".into(),
-            value: Some("COPY_ALWAYS".into()),
-            ..Default::default()
-        }]),
+        env: Some(vec![pod::kolla_env()]),
         ports: Some(vec![ContainerPort {
             name: Some("keystone-api".into()),
             container_port: PORT,
@@ -131,48 +101,11 @@ pub fn deployment(ks: &KeystoneAPI, inputs: &PodInputs) -> Deployment {
         readiness_probe: Some(probe(10, 5, 3)),
         liveness_probe: Some(probe(30, 10, 3)),
         resources: ks.spec.resources.clone(),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            run_as_non_root: Some(true),
-            ..Default::default()
-        }),
-        volume_mounts: Some(vec![
-            mount("config", CONFIG_DIR),
-            mount("config-secret", SECRET_DIR),
-            mount("fernet-keys", "/etc/keystone/fernet-keys"),
-            mount("credential-keys", "/etc/keystone/credential-keys"),
-            VolumeMount {
-                name: "run-httpd".into(),
-                mount_path: "/run/httpd".into(),
-                ..Default::default()
-            },
-        ]),
+        security_context: Some(pod::container_security_context()),
+        volume_mounts: Some(pod::mounts()),
         ..Default::default()
     };
-    let volumes = vec![
-        Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: inputs.config_map.clone(),
-                default_mode: Some(0o444),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        // Secret files are root-owned: 0440 with fsGroup 42425 lets keystone read them, and nobody else.
-        secret_volume("config-secret", inputs.config_secret.clone(), 0o440),
-        secret_volume("fernet-keys", names::fernet_keys_secret(&instance), 0o440),
-        secret_volume("credential-keys", names::credential_keys_secret(&instance), 0o440),
-        Volume {
-            name: "run-httpd".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        },
-    ];
+    let volumes = pod::volumes(&instance, &inputs.config_map, &inputs.config_secret);
     let anti_affinity = Affinity {
         pod_anti_affinity: Some(PodAntiAffinity {
             preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
@@ -217,17 +150,7 @@ pub fn deployment(ks: &KeystoneAPI, inputs: &PodInputs) -> Deployment {
                     automount_service_account_token: Some(false),
                     containers: vec![container],
                     volumes: Some(volumes),
-                    security_context: Some(PodSecurityContext {
-                        run_as_user: Some(KEYSTONE_UID),
-                        run_as_group: Some(KEYSTONE_UID),
-                        fs_group: Some(KEYSTONE_UID),
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(pod::pod_security_context()),
                     affinity: Some(anti_affinity),
                     node_selector: ks.spec.node_selector.clone(),
                     tolerations: ks.spec.tolerations.clone(),
