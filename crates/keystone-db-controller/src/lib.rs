@@ -1,46 +1,65 @@
 //! `keystone-db-controller`: the database, db-sync and bootstrap Jobs, and the trust-flush CronJob.
 //!
-//! The reconcile steps (read → validate → build → apply → status) arrive with the controller's own issue;
-//! this crate already has the shape every controller shares: a Context, a typed error with a stable category
-//! for metrics and logs, and an `error_policy` that backs off on transient errors.
+//! A reconcile reads (the password Secret, the HMAC key, this instance's Jobs) → computes each step's inputs
+//! hash → runs the steps in order, each waiting for the one before: database creation (or the connection
+//! check), then — once the api controller published the config for this generation — db-sync, then — once the
+//! fernet keys exist and the endpoints are published — bootstrap; the trust-flush CronJob follows the spec.
+//! A step is done when the status records a successful run for its current hash; that record, not the
+//! existence of a Job, is what counts.
+
+pub mod build;
+pub mod inputs;
+pub mod steps;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::{Client, ResourceExt};
+use kube::runtime::events::Recorder;
+use kube::{Api, Client, Resource, ResourceExt};
+use rand::TryRngCore;
+use rand::rngs::OsRng;
 
-use keystone_types::KeystoneAPI;
-use keystone_types::conditions::Controller;
+use keystone_types::conditions::{
+    BOOTSTRAP_READY, CONFIG_READY, Controller, DATABASE_READY, DB_SYNC_READY, FERNET_KEYS_READY,
+    TRUST_FLUSH_READY, reasons,
+};
+use keystone_types::v1beta1::DatabaseStatus;
+use keystone_types::{KeystoneAPI, KeystoneAPIStatus, labels};
+use operator_common::apply::apply_child;
+use operator_common::conditions::{Desired, reconcile as reconcile_conditions};
 use operator_common::metrics::ControllerMetrics;
+
+use crate::build::jobs::{self, PublishedConfig};
+use crate::steps::{Step, StepState};
 
 /// This binary in the condition contract.
 pub const CONTROLLER: Controller = Controller::Db;
 /// Field manager of every server-side apply this controller makes.
 pub const FIELD_MANAGER: &str = "keystone-db-controller";
+/// Annotation on the KeystoneAPI: a new value retries failed Jobs at once.
+pub const RETRY_ANNOTATION: &str = "keystone.openstack.org/retry-jobs";
 
 /// Shared state of all reconciles.
-#[derive(Clone)]
 #[allow(missing_debug_implementations)]
 pub struct Context {
     /// Kubernetes client.
     pub client: Client,
-    /// This controller's metrics.
+    /// Reconcile metrics.
     pub metrics: ControllerMetrics,
-}
-
-impl Context {
-    /// A context for the given client and metrics.
-    pub fn new(client: Client, metrics: ControllerMetrics) -> Self {
-        Self { client, metrics }
-    }
+    /// Event recorder.
+    pub recorder: Recorder,
 }
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The object could not be deserialized as a KeystoneAPI (it does not match this controller's schema).
+    /// The object could not be deserialized as a KeystoneAPI.
     #[error("KeystoneAPI {name} cannot be read: {message}")]
     InvalidObject {
         /// Object name.
@@ -57,6 +76,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The random number generator failed while creating the HMAC key.
+    #[error("cannot generate the HMAC key for {name}: {message}")]
+    Rng {
+        /// Object name.
+        name: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 impl Error {
@@ -65,15 +92,75 @@ impl Error {
         match self {
             Error::InvalidObject { .. } => "invalid_object",
             Error::Kube { .. } => "kube_api",
+            Error::Rng { .. } => "rng",
         }
     }
 }
 
-/// Reconciles one KeystoneAPI.
+/// Name of the Secret holding this instance's HMAC key.
+pub fn hmac_key_secret(instance: &str) -> String {
+    format!("{instance}-db-hmac-key")
+}
+
+fn condition_true_now(ks: &KeystoneAPI, type_: &str) -> bool {
+    ks.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == type_ && c.status == "True" && c.observed_generation == ks.metadata.generation
+            })
+        })
+}
+
+async fn hmac_key(ctx: &Context, ks: &KeystoneAPI) -> Result<Vec<u8>, Error> {
+    let name = ks.name_any();
+    let kube_err = |source| Error::Kube {
+        name: name.clone(),
+        source,
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ks.namespace().unwrap_or_default());
+    let secret_name = hmac_key_secret(&name);
+    if let Some(s) = secrets.get_opt(&secret_name).await.map_err(kube_err)?
+        && let Some(k) = s.data.as_ref().and_then(|d| d.get("key"))
+        && k.0.len() >= 32
+    {
+        return Ok(k.0.clone());
+    }
+    let mut key = vec![0u8; 32];
+    OsRng.try_fill_bytes(&mut key).map_err(|e| Error::Rng {
+        name: name.clone(),
+        message: e.to_string(),
+    })?;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name.clone()),
+            namespace: ks.namespace(),
+            labels: Some(labels::child_labels(&name, "db-hmac-key", CONTROLLER)),
+            owner_references: ks.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        data: Some([("key".to_owned(), ByteString(key.clone()))].into()),
+        ..Default::default()
+    };
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(key),
+        // another run created it first: use that one
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let s = secrets.get(&secret_name).await.map_err(kube_err)?;
+            Ok(s.data
+                .and_then(|d| d.get("key").map(|k| k.0.clone()))
+                .unwrap_or_default())
+        }
+        Err(e) => Err(kube_err(e)),
+    }
+}
+
+/// Reconciles one KeystoneAPI's database steps.
 #[tracing::instrument(skip_all, fields(generation))]
 pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start_reconcile();
-    let keystone = match &obj.0 {
+    let ks = match &obj.0 {
         Ok(k) => k,
         Err(invalid) => {
             return Err(Error::InvalidObject {
@@ -82,18 +169,220 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             });
         }
     };
-    tracing::Span::current().record("generation", keystone.metadata.generation);
-    tracing::info!(name = %keystone.name_any(), namespace = ?keystone.metadata.namespace, "observed");
-    // Safety net: re-check periodically even when nothing changes.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    tracing::Span::current().record("generation", ks.metadata.generation);
+    if ks.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let name = ks.name_any();
+    let ns = ks.namespace().unwrap_or_default();
+    let kube_err = |source| Error::Kube {
+        name: name.clone(),
+        source,
+    };
+    let now = Timestamp::now();
+    let spec = &ks.spec;
+    let prev = ks
+        .status
+        .as_ref()
+        .and_then(|s| s.database.clone())
+        .unwrap_or_default();
+    let mut db = DatabaseStatus {
+        hostname: Some(spec.database.host.clone()),
+        ..prev.clone()
+    };
+    let mut wake = Duration::from_secs(300);
+
+    // Passwords, as HMACs only.
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let password_secret = secrets.get_opt(&spec.secret).await.map_err(kube_err)?;
+    let key = hmac_key(&ctx, ks).await?;
+    let mac_of = |selector: &str| -> Option<String> {
+        let value = password_secret.as_ref()?.data.as_ref()?.get(selector)?;
+        Some(inputs::hmac_hex(&key, &value.0))
+    };
+    let missing = |selector: &str| {
+        format!(
+            "Secret {} has no key {selector} (spec.passwordSelectors); waiting for it",
+            spec.secret
+        )
+    };
+    let step_ctx = steps::StepContext { ctx: &ctx, ks, now };
+
+    // 1. The database and its user.
+    let database = match (
+        mac_of(&spec.password_selectors.database),
+        spec.database.create,
+        mac_of(&spec.password_selectors.database_root),
+    ) {
+        (None, _, _) => StepState::Waiting(missing(&spec.password_selectors.database)),
+        (Some(_), true, None) => StepState::Waiting(missing(&spec.password_selectors.database_root)),
+        (Some(db_mac), _, root_mac) => {
+            let root_mac = if spec.database.create {
+                root_mac.unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let hash = inputs::db_create(ks, &db_mac, &root_mac);
+            let step = Step {
+                kind: "database",
+                recorded: prev.db_create_hash.as_deref(),
+                hash: &hash,
+            };
+            let state = steps::run(&step_ctx, &step, |attempt| {
+                jobs::db_create_job(ks, &hash, attempt)
+            })
+            .await?;
+            if matches!(state, StepState::Done) {
+                db.db_create_hash = Some(hash.clone());
+            }
+            state
+        }
+    };
+
+    // 2. db-sync, with the configuration the api controller published for this generation.
+    let config = match (
+        condition_true_now(ks, CONFIG_READY),
+        ks.status.as_ref().and_then(|s| s.api.as_ref()),
+    ) {
+        (true, Some(api)) => match (&api.config_map, &api.config_secret) {
+            (Some(cm), Some(s)) => Some(PublishedConfig {
+                config_map: cm.clone(),
+                config_secret: s.clone(),
+            }),
+            _ => None,
+        },
+        _ => None,
+    };
+    let sync_hash = inputs::db_sync(ks);
+    let db_sync = match (&database, &config) {
+        (StepState::Done, Some(config)) => {
+            let step = Step {
+                kind: "db-sync",
+                recorded: prev.db_sync_hash.as_deref(),
+                hash: &sync_hash,
+            };
+            let state = steps::run(&step_ctx, &step, |attempt| {
+                jobs::db_sync_job(ks, config, &sync_hash, attempt)
+            })
+            .await?;
+            if matches!(state, StepState::Done) {
+                db.db_sync_hash = Some(sync_hash.clone());
+                db.synced_image = Some(spec.container_image.clone());
+            }
+            state
+        }
+        (StepState::Done, None) => StepState::Waiting(
+            "waiting for the api controller to publish the configuration (ConfigReady)".into(),
+        ),
+        _ => StepState::Waiting("waiting for the database (DatabaseReady)".into()),
+    };
+
+    // 3. bootstrap, once the keys exist and the endpoints are published.
+    let endpoints = ks
+        .status
+        .as_ref()
+        .and_then(|s| s.api_endpoints.clone())
+        .unwrap_or_default();
+    let bootstrap = match (
+        &db_sync,
+        &config,
+        endpoints.public.as_deref(),
+        endpoints.internal.as_deref(),
+    ) {
+        (StepState::Done, Some(config), Some(public), Some(internal)) => {
+            if !condition_true_now(ks, FERNET_KEYS_READY) {
+                StepState::Waiting("waiting for the fernet keys (FernetKeysReady)".into())
+            } else if let Some(admin_mac) = mac_of(&spec.password_selectors.admin) {
+                let hash = inputs::bootstrap(ks, public, internal, &admin_mac);
+                let step = Step {
+                    kind: "bootstrap",
+                    recorded: prev.bootstrap_hash.as_deref(),
+                    hash: &hash,
+                };
+                let state = steps::run(&step_ctx, &step, |attempt| {
+                    jobs::bootstrap_job(ks, config, public, internal, &hash, attempt)
+                })
+                .await?;
+                if matches!(state, StepState::Done) {
+                    db.bootstrap_hash = Some(hash.clone());
+                }
+                state
+            } else {
+                StepState::Waiting(missing(&spec.password_selectors.admin))
+            }
+        }
+        (StepState::Done, _, _, _) => {
+            StepState::Waiting("waiting for the api controller to publish apiEndpoints".into())
+        }
+        _ => StepState::Waiting("waiting for db-sync (DBSyncReady)".into()),
+    };
+
+    // 4. trust-flush.
+    let trust_flush = match &config {
+        Some(config) => {
+            apply_child(&ctx.client, CONTROLLER, &jobs::trust_flush_cronjob(ks, config))
+                .await
+                .map_err(kube_err)?;
+            Desired::ok(
+                TRUST_FLUSH_READY,
+                reasons::SUCCEEDED,
+                format!(
+                    "schedule {:?}{}",
+                    spec.trust_flush.schedule,
+                    if spec.trust_flush.suspend {
+                        ", suspended"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        }
+        None => Desired::not_ok(
+            TRUST_FLUSH_READY,
+            "WaitingForConfig",
+            "waiting for the published configuration (ConfigReady)",
+        ),
+    };
+
+    for s in [&database, &db_sync, &bootstrap] {
+        if let Some(at) = s.wake_after() {
+            wake = wake.min(at);
+        }
+    }
+    let desired = vec![
+        database.condition(DATABASE_READY, "database and user ready"),
+        db_sync.condition(
+            DB_SYNC_READY,
+            &format!("db_sync done for image {}", spec.container_image),
+        ),
+        bootstrap.condition(BOOTSTRAP_READY, "bootstrap done"),
+        trust_flush,
+    ];
+    let existing = ks
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let (conds, changed) = reconcile_conditions(&existing, &desired, ks.metadata.generation, now);
+    if changed || prev != db {
+        let status = KeystoneAPIStatus {
+            conditions: Some(conds),
+            database: Some(db),
+            ..Default::default()
+        };
+        let api: Api<KeystoneAPI> = Api::namespaced(ctx.client.clone(), &ns);
+        operator_common::apply::apply_status(&api, &name, CONTROLLER, &status)
+            .await
+            .map_err(kube_err)?;
+    }
+    Ok(Action::requeue(wake))
 }
 
 /// Decides what to do after a failed reconcile.
 pub fn error_policy(_obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.record_failure(error.category());
     match error {
-        // The user must fix the object; its next change triggers a reconcile.
         Error::InvalidObject { .. } => Action::await_change(),
-        Error::Kube { .. } => Action::requeue(Duration::from_secs(5)),
+        Error::Kube { .. } | Error::Rng { .. } => Action::requeue(Duration::from_secs(5)),
     }
 }

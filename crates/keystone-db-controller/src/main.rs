@@ -1,14 +1,19 @@
-//! `keystone-db-controller`: the database, db-sync and bootstrap Jobs, and the trust-flush CronJob. Wiring only; the logic is in the library.
+//! `keystone-db-controller`: database, db-sync and bootstrap Jobs, trust-flush CronJob. Wiring only.
 
 use std::sync::Arc;
 
 use clap::Parser;
 use futures::StreamExt;
-use kube::core::DeserializeGuard;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 
 use keystone_db_controller::{CONTROLLER, Context, error_policy, reconcile};
-use keystone_types::KeystoneAPI;
+use keystone_types::{KeystoneAPI, labels};
 use operator_common::cli::CommonArgs;
 use operator_common::runtime::Runtime;
 
@@ -16,7 +21,7 @@ use operator_common::runtime::Runtime;
 #[command(
     name = "keystone-db-controller",
     version,
-    about = "Keystone operator: the database, db-sync and bootstrap Jobs, and the trust-flush CronJob"
+    about = "Keystone operator: database, db-sync, bootstrap, trust-flush"
 )]
 struct Args {
     #[command(flatten)]
@@ -27,20 +32,48 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = Runtime::start(CONTROLLER, &args.common).await?;
-    let ctx = Arc::new(Context::new(rt.client.clone(), rt.metrics.clone()));
-
-    // DeserializeGuard: one malformed KeystoneAPI must not stall the watch for all the others.
-    let keystones = rt.keystoneapi_api::<DeserializeGuard<KeystoneAPI>>();
-    let controller = Controller::new(keystones, watcher::Config::default().any_semantic());
-    rt.mark_ready_when_synced(controller.store());
+    let reporter = Reporter {
+        controller: CONTROLLER.field_manager().into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        client: rt.client.clone(),
+        metrics: rt.metrics.clone(),
+        recorder: Recorder::new(rt.client.clone(), reporter),
+    });
+    let ours = watcher::Config::default()
+        .labels(&format!("{}={}", labels::MANAGED_BY, CONTROLLER.field_manager()))
+        .any_semantic();
+    let controller = Controller::new(
+        rt.keystoneapi_api::<DeserializeGuard<KeystoneAPI>>(),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = controller.store();
+    let referencing = store.clone();
+    // The password Secret is the user's: watch Secrets by metadata only and map a change to the KeystoneAPIs
+    // that name it.
+    let controller = controller
+        .owns(rt.keystoneapi_api::<Job>(), ours.clone())
+        .owns(rt.keystoneapi_api::<CronJob>(), ours)
+        .watches(
+            rt.keystoneapi_api::<PartialObjectMeta<Secret>>(),
+            watcher::Config::default().any_semantic(),
+            move |secret| {
+                let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                referencing
+                    .state()
+                    .into_iter()
+                    .filter_map(|g| g.0.as_ref().ok().cloned())
+                    .filter(|ks| ks.namespace().as_deref() == Some(ns.as_str()) && ks.spec.secret == name)
+                    .map(|ks| ObjectRef::new(&ks.name_any()).within(&ns))
+                    .collect::<Vec<_>>()
+            },
+        );
+    rt.mark_ready_when_synced(store);
     controller
         .graceful_shutdown_on(rt.shutdown_signal())
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::warn!(%error, "reconcile failed");
-            }
-        })
+        .for_each(|_| async {})
         .await;
     rt.finish().await
 }

@@ -588,6 +588,15 @@ pub struct DatabaseStatus {
     /// Database host Keystone is configured with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Inputs hash of the last database creation (or connection check) that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_create_hash: Option<String>,
+    /// Inputs hash (image and database settings) of the last db-sync that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_sync_hash: Option<String>,
+    /// Inputs hash of the last bootstrap that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_hash: Option<String>,
 }
 
 /// Keystone endpoint URLs.

@@ -1,0 +1,236 @@
+//! Running one step as a Job: start it for the current inputs, watch it, report. A failed Job is retried by
+//! starting the next attempt (a new Job, so the failed one stays for inspection until its TTL) after a capped
+//! exponential back-off, or at once when the KeystoneAPI's retry annotation gets a new value.
+
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, PostParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+
+use keystone_types::KeystoneAPI;
+use keystone_types::conditions::reasons;
+use operator_common::conditions::Desired;
+
+use crate::build::jobs::{ATTEMPT, INPUTS_HASH};
+use crate::{Context, Error, RETRY_ANNOTATION};
+
+/// Job annotation: the retry request value it was started under.
+pub const RETRY_OF: &str = "keystone.openstack.org/retry-of";
+
+/// First back-off after a failed Job; doubles per attempt.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
+/// Longest back-off.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+/// What a reconcile needs to run a step.
+#[allow(missing_debug_implementations)]
+pub struct StepContext<'a> {
+    /// Shared context.
+    pub ctx: &'a Context,
+    /// The KeystoneAPI.
+    pub ks: &'a KeystoneAPI,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// One step's identity.
+#[derive(Debug)]
+pub struct Step<'a> {
+    /// `database`, `db-sync`, `bootstrap`.
+    pub kind: &'a str,
+    /// Hash of the last successful run (from the status).
+    pub recorded: Option<&'a str>,
+    /// Hash of the current inputs.
+    pub hash: &'a str,
+}
+
+/// Where a step stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepState {
+    /// Succeeded for the current inputs.
+    Done,
+    /// A Job is running.
+    Running(String),
+    /// The last Job failed; the next attempt starts after the given delay.
+    Failed(String, Duration),
+    /// Waiting for something else (another step, another controller, a Secret).
+    Waiting(String),
+}
+
+impl StepState {
+    /// The condition for this state.
+    pub fn condition(&self, type_: &'static str, done: &str) -> Desired {
+        match self {
+            StepState::Done => Desired::ok(type_, reasons::SUCCEEDED, done),
+            StepState::Running(m) => Desired::not_ok(type_, "Running", m.clone()),
+            StepState::Failed(m, _) => Desired::not_ok(type_, "JobFailed", m.clone()),
+            StepState::Waiting(m) => Desired::not_ok(type_, "Waiting", m.clone()),
+        }
+    }
+
+    /// When to look again.
+    pub fn wake_after(&self) -> Option<Duration> {
+        match self {
+            StepState::Failed(_, d) => Some((*d).max(Duration::from_secs(1))),
+            StepState::Running(_) => Some(Duration::from_secs(60)),
+            _ => None,
+        }
+    }
+}
+
+/// Capped exponential back-off for attempt `n` (0-based).
+pub fn backoff(attempt: u32) -> Duration {
+    BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(BACKOFF_MAX)
+}
+
+fn finished(job: &Job, type_: &str) -> Option<Timestamp> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+        .map(|c| {
+            c.last_transition_time
+                .as_ref()
+                .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
+        })
+}
+
+fn attempt_of(job: &Job) -> u32 {
+    job.annotations()
+        .get(ATTEMPT)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn publish(sc: &StepContext<'_>, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(error) = sc.ctx.recorder.publish(&event, &sc.ks.object_ref(&())).await {
+        tracing::warn!(%error, reason, "cannot publish event");
+    }
+}
+
+async fn start(
+    sc: &StepContext<'_>,
+    api: &Api<Job>,
+    mut job: Job,
+    retry: Option<&str>,
+) -> Result<String, Error> {
+    if let Some(r) = retry {
+        job.annotations_mut().insert(RETRY_OF.into(), r.into());
+    }
+    let name = job.name_any();
+    match api.create(&PostParams::default(), &job).await {
+        Ok(_) => Ok(name),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(name),
+        Err(source) => Err(Error::Kube {
+            name: sc.ks.name_any(),
+            source,
+        }),
+    }
+}
+
+/// Runs (or follows) the step's Job; `build(attempt)` makes the Job for an attempt.
+pub async fn run(
+    sc: &StepContext<'_>,
+    step: &Step<'_>,
+    build: impl Fn(u32) -> Job,
+) -> Result<StepState, Error> {
+    if step.recorded == Some(step.hash) {
+        return Ok(StepState::Done);
+    }
+    let ns = sc.ks.namespace().unwrap_or_default();
+    let api: Api<Job> = Api::namespaced(sc.ctx.client.clone(), &ns);
+    let kube_err = |source| Error::Kube {
+        name: sc.ks.name_any(),
+        source,
+    };
+    let template = build(0);
+    let component = template
+        .labels()
+        .get(keystone_types::labels::COMPONENT)
+        .cloned()
+        .unwrap_or_default();
+    let selector = format!(
+        "{},{}={component},{INPUTS_HASH}={}",
+        keystone_types::labels::managed_selector(&sc.ks.name_any(), crate::CONTROLLER),
+        keystone_types::labels::COMPONENT,
+        step.hash
+    );
+    let latest = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_err)?
+        .items
+        .into_iter()
+        .max_by_key(attempt_of);
+    let retry_request = sc.ks.annotations().get(RETRY_ANNOTATION).cloned();
+    let Some(job) = latest else {
+        let name = start(sc, &api, template, retry_request.as_deref()).await?;
+        return Ok(StepState::Running(format!("{} Job {name} started", step.kind)));
+    };
+    let name = job.name_any();
+    if finished(&job, "Complete").is_some() {
+        publish(
+            sc,
+            EventType::Normal,
+            "JobSucceeded",
+            format!("{} Job {name} succeeded", step.kind),
+        )
+        .await;
+        return Ok(StepState::Done);
+    }
+    let Some(failed_at) = finished(&job, "Failed") else {
+        return Ok(StepState::Running(format!("{} Job {name} is running", step.kind)));
+    };
+    let attempt = attempt_of(&job);
+    let next_at = failed_at + backoff(attempt);
+    let retry_now = retry_request.is_some()
+        && retry_request.as_deref() != job.annotations().get(RETRY_OF).map(String::as_str);
+    if retry_now || sc.now >= next_at {
+        let name = start(sc, &api, build(attempt + 1), retry_request.as_deref()).await?;
+        return Ok(StepState::Running(format!(
+            "{} Job {name} started (attempt {})",
+            step.kind,
+            attempt + 2
+        )));
+    }
+    let message = format!(
+        "{} Job {name} failed (attempt {}); see `kubectl -n {ns} logs job/{name}`. Next attempt at {next_at}, or \
+         now with `kubectl -n {ns} annotate keystoneapi {} {RETRY_ANNOTATION}=$(date +%s) --overwrite`",
+        step.kind,
+        attempt + 1,
+        sc.ks.name_any()
+    );
+    if finished(&job, "Failed").is_some_and(|t| (sc.now - t).get_seconds() < 5) {
+        publish(sc, EventType::Warning, "JobFailed", message.clone()).await;
+    }
+    let wait = Duration::from_secs(u64::try_from((next_at - sc.now).get_seconds()).unwrap_or(1));
+    Ok(StepState::Failed(message, wait))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(0), Duration::from_secs(30));
+        assert_eq!(backoff(1), Duration::from_secs(60));
+        assert_eq!(backoff(3), Duration::from_secs(240));
+        assert_eq!(backoff(5), Duration::from_secs(600));
+        assert_eq!(backoff(99), Duration::from_secs(600));
+    }
+}
