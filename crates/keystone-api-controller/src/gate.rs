@@ -14,6 +14,8 @@ pub mod reasons {
     pub const WAITING_FOR_FERNET_KEYS: &str = "WaitingForFernetKeys";
     /// Waiting for `DBSyncReady` (or for db-sync of a new image).
     pub const WAITING_FOR_DB_SYNC: &str = "WaitingForDBSync";
+    /// Waiting for the db controller to apply a changed database password.
+    pub const WAITING_FOR_DATABASE_PASSWORD: &str = "WaitingForDatabasePassword";
     /// Waiting for `BootstrapReady`.
     pub const WAITING_FOR_BOOTSTRAP: &str = "WaitingForBootstrap";
     /// Pods are rolling out or not all ready.

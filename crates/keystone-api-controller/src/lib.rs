@@ -192,12 +192,40 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             apply_child(&ctx.client, CONTROLLER, &build::deployment::service_account(ks))
                 .await
                 .map_err(kube_err)?;
-            let pod_inputs = PodInputs {
+            let mut pod_inputs = PodInputs {
                 image: image.clone(),
                 config_map: names::config_map_versioned(&name, &r.hash),
                 config_secret: names::config_secret_versioned(&name, &r.hash),
                 config_hash: r.hash.clone(),
             };
+            // A new configuration may carry a new database password: pods move to it only once the db
+            // controller reports the database has the password of the Secret version it was rendered from.
+            let running = inputs
+                .deployment
+                .as_ref()
+                .and_then(build::deployment::current_inputs);
+            if let Some(running) = running.filter(|c| c.config_hash != r.hash) {
+                let rendered_from = inputs.password_secret.as_ref().and_then(|s| s.resource_version());
+                let applied = ks
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.database.as_ref())
+                    .and_then(|d| d.password_secret_version.clone());
+                if rendered_from != applied {
+                    pod_inputs = PodInputs {
+                        image: image.clone(),
+                        ..running
+                    };
+                    gate.waiting.get_or_insert((
+                        gate::reasons::WAITING_FOR_DATABASE_PASSWORD,
+                        format!(
+                            "the new configuration waits until the database has the password of Secret {} \
+                             (DatabaseReady)",
+                            ks.spec.secret
+                        ),
+                    ));
+                }
+            }
             let applied = apply_child(
                 &ctx.client,
                 CONTROLLER,

@@ -127,7 +127,10 @@ pub fn network_condition(
     for list in ips.values_mut() {
         list.sort();
     }
-    let c = if lacking.is_empty() {
+    let ready_pods = pods.iter().filter(|p| pod_ready(p)).count();
+    let c = if ready_pods == 0 && ks.spec.replicas > 0 {
+        Desired::not_ok(NETWORK_ATTACHMENTS_READY, "AddressMissing", "no ready pod yet")
+    } else if lacking.is_empty() {
         Desired::ok(
             NETWORK_ATTACHMENTS_READY,
             "Attached",

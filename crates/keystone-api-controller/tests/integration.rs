@@ -102,8 +102,13 @@ impl Env {
                 ..Default::default()
             };
             if c == Controller::Db {
+                let osp = Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
+                    .get("osp-secret")
+                    .await
+                    .unwrap();
                 status.database = Some(DatabaseStatus {
                     synced_image: Some(synced_image.into()),
+                    password_secret_version: osp.metadata.resource_version.clone(),
                     ..Default::default()
                 });
             }
@@ -151,13 +156,17 @@ impl Env {
                     )
                     .await
                     .map_err(|e| e.to_string())?;
+                self.driver.reap_terminating().await.map_err(|e| e.to_string())?;
                 let d = self
                     .deployments
                     .get("keystone-api")
                     .await
                     .map_err(|e| e.to_string())?;
                 let st = d.status.unwrap_or_default();
-                if st.ready_replicas.unwrap_or(0) == ready && st.updated_replicas.unwrap_or(0) == ready {
+                if st.ready_replicas.unwrap_or(0) == ready
+                    && st.updated_replicas.unwrap_or(0) == ready
+                    && st.replicas.unwrap_or(0) == ready
+                {
                     Ok(())
                 } else {
                     Err(format!("{st:?}"))
@@ -403,6 +412,47 @@ async fn rolls_on_config_and_image_only_when_it_should() {
         || async {
             let a = env.template_annotations().await;
             if a != first {
+                Ok(())
+            } else {
+                Err("unchanged".to_string())
+            }
+        },
+    )
+    .await;
+
+    // A new database password reaches the pods only after the database has it.
+    env.play_other_controllers(IMAGE_A).await;
+    env.drive_until_ready(2).await;
+    env.wait_condition(conditions::DEPLOYMENT_READY, "True", None)
+        .await;
+    let before = env.template_annotations().await;
+    Api::<Secret>::namespaced(env.client.clone(), &env.ns.name)
+        .patch(
+            "osp-secret",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"stringData": {"KeystoneDatabasePassword": "rotated"}})),
+        )
+        .await
+        .unwrap();
+    let msg = env
+        .wait_condition(
+            conditions::DEPLOYMENT_READY,
+            "False",
+            Some("WaitingForDatabasePassword"),
+        )
+        .await;
+    assert!(msg.contains("osp-secret"), "{msg}");
+    assert_eq!(
+        env.template_annotations().await,
+        before,
+        "pods got a password the database does not have yet"
+    );
+    env.play_other_controllers(IMAGE_A).await;
+    wait::until(
+        "the new password's config on the pods",
+        Duration::from_secs(30),
+        || async {
+            if env.template_annotations().await != before {
                 Ok(())
             } else {
                 Err("unchanged".to_string())

@@ -234,6 +234,8 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             .await?;
             if matches!(state, StepState::Done) {
                 db.db_create_hash = Some(hash.clone());
+                // The database has the password of this version of the Secret (its HMAC is in the hash).
+                db.password_secret_version = password_secret.as_ref().and_then(|s| s.resource_version());
             }
             state
         }

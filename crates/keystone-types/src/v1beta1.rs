@@ -597,6 +597,10 @@ pub struct DatabaseStatus {
     /// Inputs hash of the last bootstrap that succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_hash: Option<String>,
+    /// resourceVersion of the password Secret whose database password the database has (the api controller
+    /// rolls pods to a configuration rendered from that Secret only when this matches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_version: Option<String>,
 }
 
 /// Keystone endpoint URLs.
