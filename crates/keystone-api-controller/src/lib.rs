@@ -95,15 +95,8 @@ impl Error {
 #[tracing::instrument(skip_all, fields(generation))]
 pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start_reconcile();
-    let ks = match &obj.0 {
-        Ok(k) => k,
-        Err(invalid) => {
-            return Err(Error::InvalidObject {
-                name: invalid.metadata.name.clone().unwrap_or_default(),
-                message: invalid.error.clone(),
-            });
-        }
-    };
+    let ks = operator_common::guard::keystone(&obj)
+        .map_err(|(name, message)| Error::InvalidObject { name, message })?;
     tracing::Span::current().record("generation", ks.metadata.generation);
     if ks.metadata.deletion_timestamp.is_some() {
         // Being deleted: the garbage collector removes the children; re-applying them would fight it.

@@ -785,3 +785,38 @@ async fn on_openshift_the_public_endpoint_is_an_admitted_route() {
     assert_eq!(rb.subjects.unwrap()[0].name, "keystone-keystone");
     ns.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_keystones_in_one_namespace_get_their_own_objects() {
+    let env = Env::new("api-two").await;
+    for name in ["alpha", "beta"] {
+        let ks: KeystoneAPI = serde_json::from_value(json!({
+            "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI",
+            "metadata": {"name": name}, "spec": {"replicas": 0, "region": name},
+        }))
+        .unwrap();
+        env.keystones.create(&PostParams::default(), &ks).await.unwrap();
+    }
+    let endpoints = |name: &'static str| {
+        let keystones = env.keystones.clone();
+        async move {
+            wait::until(&format!("{name} endpoints"), Duration::from_secs(30), || async {
+                let ks = keystones.get(name).await.map_err(|e| e.to_string())?;
+                let st = ks.status.unwrap_or_default();
+                match (st.api_endpoints, st.api) {
+                    (Some(e), Some(a)) if a.config_map.is_some() => Ok((e, a)),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await
+        }
+    };
+    let (ea, aa) = endpoints("alpha").await;
+    let (eb, ab) = endpoints("beta").await;
+    assert_ne!(ea.internal, eb.internal);
+    assert_ne!(aa.config_map, ab.config_map);
+    for svc in ["alpha-internal", "alpha-public", "beta-internal", "beta-public"] {
+        env.services.get(svc).await.unwrap();
+    }
+    env.ns.delete().await;
+}

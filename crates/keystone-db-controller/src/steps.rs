@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, PostParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 
 use keystone_types::KeystoneAPI;
@@ -110,16 +110,7 @@ fn attempt_of(job: &Job) -> u32 {
 }
 
 async fn publish(sc: &StepContext<'_>, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(error) = sc.ctx.recorder.publish(&event, &sc.ks.object_ref(&())).await {
-        tracing::warn!(%error, reason, "cannot publish event");
-    }
+    operator_common::events::publish(&sc.ctx.recorder, &sc.ks.object_ref(&()), type_, reason, note).await;
 }
 
 async fn start(

@@ -274,6 +274,27 @@ async fn three_controllers_bring_keystone_to_ready_and_rerun_steps_only_on_their
         ks.status.unwrap().database.unwrap().synced_image.as_deref(),
         Some("quay.io/podified-antelope-centos9/openstack-keystone:next")
     );
+    // Each controller owns exactly its own rows of the status.
+    let ks = env.keystones.get("keystone").await.unwrap();
+    for entry in ks.metadata.managed_fields.unwrap() {
+        let Some(c) = keystone_types::conditions::Controller::ALL
+            .into_iter()
+            .find(|c| entry.manager.as_deref() == Some(c.field_manager()))
+        else {
+            continue;
+        };
+        let fields = serde_json::to_string(&entry.fields_v1).unwrap();
+        for row in conditions::CONTRACT {
+            let key = format!("k:{{\\\"type\\\":\\\"{}\\\"}}", row.type_);
+            assert_eq!(
+                fields.contains(&key),
+                row.owner == c,
+                "{} and {}: {fields}",
+                c,
+                row.type_
+            );
+        }
+    }
     let cj: Api<k8s_openapi::api::batch::v1::CronJob> =
         Api::namespaced(env.keystones.clone().into_client(), &env.ns.name);
     assert!(cj.get_opt("keystone-trust-flush").await.unwrap().is_some());

@@ -7,7 +7,7 @@
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use rand::rngs::OsRng;
 
@@ -114,16 +114,7 @@ fn secret_data(secret: &Secret) -> Vec<(&String, &[u8])> {
 }
 
 async fn publish(ctx: &Context, ks: &KeystoneAPI, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &ks.object_ref(&())).await {
-        tracing::warn!(%error, reason, "cannot publish event");
-    }
+    operator_common::events::publish(&ctx.recorder, &ks.object_ref(&()), type_, reason, note).await;
 }
 
 /// Creates, validates or rotates the fernet token keys.

@@ -99,15 +99,8 @@ impl Error {
 #[tracing::instrument(skip_all, fields(generation))]
 pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start_reconcile();
-    let watched = match &obj.0 {
-        Ok(k) => k,
-        Err(invalid) => {
-            return Err(Error::InvalidObject {
-                name: invalid.metadata.name.clone().unwrap_or_default(),
-                message: invalid.error.clone(),
-            });
-        }
-    };
+    let watched = operator_common::guard::keystone(&obj)
+        .map_err(|(name, message)| Error::InvalidObject { name, message })?;
     let (namespace, name) = (watched.namespace().unwrap_or_default(), watched.name_any());
     // A few rounds at most: each Retry means another writer changed a Secret between our read and write.
     for _ in 0..3 {

@@ -6,6 +6,8 @@ pub mod apply;
 pub mod cli;
 pub mod conditions;
 pub mod crd;
+pub mod events;
+pub mod guard;
 pub mod metrics;
 pub mod redact;
 pub mod runtime;

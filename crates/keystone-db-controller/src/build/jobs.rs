@@ -408,6 +408,16 @@ mod tests {
     }
 
     #[test]
+    fn preserved_jobs_do_not_expire() {
+        let mut ks = keystone();
+        ks.spec.preserve_jobs = true;
+        let j = db_sync_job(&ks, &config(), "0123456789abcdef", 2);
+        assert_eq!(j.spec.as_ref().unwrap().ttl_seconds_after_finished, None);
+        assert_eq!(j.metadata.name.as_deref(), Some("keystone-db-sync-01234567-2"));
+        assert_eq!(j.annotations()[ATTEMPT], "2");
+    }
+
+    #[test]
     fn cronjob_follows_the_spec() {
         let mut ks = keystone();
         ks.spec.trust_flush.suspend = true;
