@@ -18,6 +18,9 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 stage "generated files"
 hack/gen-crds.sh --check
 
+stage "test dependencies (Debian: mariadb-server, python3-pymysql)"
+hack/install-test-deps.sh
+
 stage "control plane binaries"
 t=$SECONDS
 hack/build-control-plane.sh >/dev/null

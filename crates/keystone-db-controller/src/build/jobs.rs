@@ -39,7 +39,9 @@ import pymysql
 host, port = os.environ["DB_HOST"], int(os.environ["DB_PORT"])
 name, user, password = os.environ["DB_NAME"], os.environ["DB_USER"], os.environ["DB_PASSWORD"]
 if os.environ.get("DB_CREATE") == "true":
-    root = pymysql.connect(host=host, port=port, user="root", password=os.environ["DB_ROOT_PASSWORD"],
+    # passwords as UTF-8 bytes: PyMySQL would encode a str as latin-1 in the handshake, which fails for (or
+    # mangles) non-ASCII characters, while the server stores what IDENTIFIED BY received over utf8mb4
+    root = pymysql.connect(host=host, port=port, user="root", password=os.environ["DB_ROOT_PASSWORD"].encode(),
                            charset="utf8mb4", autocommit=True)
     with root.cursor() as cur:
         # the database name is restricted to [A-Za-z0-9_] by the CRD; identifiers cannot be bound parameters
@@ -49,7 +51,7 @@ if os.environ.get("DB_CREATE") == "true":
             cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (user, h, password))
             cur.execute("GRANT ALL PRIVILEGES ON `%s`.* TO %%s@%%s" % name, (user, h))
     root.close()
-conn = pymysql.connect(host=host, port=port, user=user, password=password, database=name, charset="utf8mb4")
+conn = pymysql.connect(host=host, port=port, user=user, password=password.encode(), database=name, charset="utf8mb4")
 conn.close()
 print("database %s is reachable as %s" % (name, user))
 "#;
