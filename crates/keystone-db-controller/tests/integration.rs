@@ -351,3 +351,43 @@ async fn a_failed_job_is_reported_and_retried_on_request() {
     assert!(names[0].ends_with("-0") && names[1].ends_with("-1"), "{names:?}");
     env.ns.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_job_is_retried_by_itself_after_the_back_off() {
+    let env = env("db-backoff", &["keystone-db-controller"]).await;
+    let ks: KeystoneAPI = serde_json::from_value(json!({
+        "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI", "metadata": {"name": "keystone"},
+        "spec": {"replicas": 0}
+    }))
+    .unwrap();
+    env.keystones.create(&PostParams::default(), &ks).await.unwrap();
+    // fail the first attempt only
+    wait::until("the first attempt to fail", Duration::from_secs(60), || async {
+        env.driver
+            .drive_pending(
+                "app.kubernetes.io/component=db-create",
+                Outcome::Failed { exit_code: 1 },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        match env.condition(conditions::DATABASE_READY).await {
+            Some((_, r, _)) if r == "JobFailed" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // no annotation, no spec change: the second attempt starts after the 30 s back-off
+    let names = wait::until("a second attempt", Duration::from_secs(75), || async {
+        let n = env.job_names("db-create").await;
+        if n.len() == 2 {
+            Ok(n)
+        } else {
+            Err(format!("{n:?}"))
+        }
+    })
+    .await;
+    assert!(names[1].ends_with("-1"), "{names:?}");
+    env.drive_until(conditions::DATABASE_READY, "True", Outcome::Succeeded)
+        .await;
+    env.ns.delete().await;
+}

@@ -410,6 +410,41 @@ mod tests {
     }
 
     #[test]
+    fn snapshots_of_every_job_and_the_cronjob() {
+        let ks = keystone();
+        let objects: [(&str, String); 4] = [
+            (
+                "db_create",
+                serde_yaml::to_string(&db_create_job(&ks, "0123456789abcdef", 0)).unwrap_or_default(),
+            ),
+            (
+                "db_sync",
+                serde_yaml::to_string(&db_sync_job(&ks, &config(), "0123456789abcdef", 0))
+                    .unwrap_or_default(),
+            ),
+            (
+                "bootstrap",
+                serde_yaml::to_string(&bootstrap_job(
+                    &ks,
+                    &config(),
+                    "http://p",
+                    "http://i",
+                    "0123456789abcdef",
+                    0,
+                ))
+                .unwrap_or_default(),
+            ),
+            (
+                "trust_flush",
+                serde_yaml::to_string(&trust_flush_cronjob(&ks, &config())).unwrap_or_default(),
+            ),
+        ];
+        for (name, yaml) in objects {
+            insta::assert_snapshot!(name, yaml);
+        }
+    }
+
+    #[test]
     fn preserved_jobs_do_not_expire() {
         let mut ks = keystone();
         ks.spec.preserve_jobs = true;
