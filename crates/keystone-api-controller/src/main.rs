@@ -68,18 +68,11 @@ async fn main() -> anyhow::Result<()> {
             watcher::Config::default().any_semantic(),
             move |secret| {
                 let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-                referencing
-                    .state()
-                    .into_iter()
-                    .filter_map(|g| g.0.as_ref().ok().cloned())
-                    .filter(|ks| ks.namespace().as_deref() == Some(ns.as_str()))
-                    .filter(|ks| {
-                        ks.spec.secret == name
-                            || ks.spec.custom_service_config_secret.as_deref() == Some(name.as_str())
-                            || ks.spec.notifications.as_ref().is_some_and(|n| n.secret == name)
-                    })
-                    .map(|ks| ObjectRef::new(&ks.name_any()).within(&ns))
-                    .collect::<Vec<_>>()
+                operator_common::watch::referencing(&referencing, &ns, &name, |spec, name| {
+                    spec.secret == name
+                        || spec.custom_service_config_secret.as_deref() == Some(name)
+                        || spec.notifications.as_ref().is_some_and(|n| n.secret == name)
+                })
             },
         );
     // Routes exist only on OpenShift; their admission (status.ingress) decides the public URL. Looked up once

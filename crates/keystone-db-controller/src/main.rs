@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 
 use keystone_db_controller::{CONTROLLER, Context, error_policy, reconcile};
@@ -60,13 +59,9 @@ async fn main() -> anyhow::Result<()> {
             watcher::Config::default().any_semantic(),
             move |secret| {
                 let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-                referencing
-                    .state()
-                    .into_iter()
-                    .filter_map(|g| g.0.as_ref().ok().cloned())
-                    .filter(|ks| ks.namespace().as_deref() == Some(ns.as_str()) && ks.spec.secret == name)
-                    .map(|ks| ObjectRef::new(&ks.name_any()).within(&ns))
-                    .collect::<Vec<_>>()
+                operator_common::watch::referencing(&referencing, &ns, &name, |spec, name| {
+                    spec.secret == name
+                })
             },
         );
     rt.mark_ready_when_synced(store);

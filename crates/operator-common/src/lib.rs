@@ -14,5 +14,6 @@ pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod watch;
 
 pub use redact::Redacted;
