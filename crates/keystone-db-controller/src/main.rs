@@ -8,7 +8,6 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 
 use keystone_db_controller::{CONTROLLER, Context, error_policy, reconcile};
@@ -31,14 +30,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = Runtime::start(CONTROLLER, &args.common).await?;
-    let reporter = Reporter {
-        controller: CONTROLLER.field_manager().into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
     let ctx = Arc::new(Context {
         client: rt.client.clone(),
         metrics: rt.metrics.clone(),
-        recorder: Recorder::new(rt.client.clone(), reporter),
+        recorder: rt.recorder(),
     });
     let ours = watcher::Config::default()
         .labels(&format!("{}={}", labels::MANAGED_BY, CONTROLLER.field_manager()))

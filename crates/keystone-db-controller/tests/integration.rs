@@ -125,6 +125,23 @@ impl Env {
         names
     }
 
+    /// Waits until `component` has `n` Jobs.
+    async fn wait_jobs(&self, component: &str, n: usize) -> Vec<String> {
+        wait::until(
+            &format!("{n} {component} Jobs"),
+            Duration::from_secs(75),
+            || async {
+                let names = self.job_names(component).await;
+                if names.len() == n {
+                    Ok(names)
+                } else {
+                    Err(format!("{names:?}"))
+                }
+            },
+        )
+        .await
+    }
+
     async fn patch(&self, patch: serde_json::Value) {
         self.keystones
             .patch("keystone", &PatchParams::default(), &Patch::Merge(&patch))
@@ -218,15 +235,7 @@ async fn three_controllers_bring_keystone_to_ready_and_rerun_steps_only_on_their
         )
         .await
         .unwrap();
-    wait::until("a second bootstrap Job", Duration::from_secs(60), || async {
-        let b = env.job_names("bootstrap").await;
-        if b.len() == 2 {
-            Ok(())
-        } else {
-            Err(format!("{b:?}"))
-        }
-    })
-    .await;
+    env.wait_jobs("bootstrap", 2).await;
     env.drive_until(conditions::BOOTSTRAP_READY, "True", Outcome::Succeeded)
         .await;
     assert_eq!(env.job_names("db-sync").await, sync);
@@ -241,15 +250,7 @@ async fn three_controllers_bring_keystone_to_ready_and_rerun_steps_only_on_their
         )
         .await
         .unwrap();
-    wait::until("a second db-create Job", Duration::from_secs(60), || async {
-        let c = env.job_names("db-create").await;
-        if c.len() == 2 {
-            Ok(())
-        } else {
-            Err(format!("{c:?}"))
-        }
-    })
-    .await;
+    env.wait_jobs("db-create", 2).await;
     env.drive_until(conditions::DATABASE_READY, "True", Outcome::Succeeded)
         .await;
 
@@ -258,15 +259,7 @@ async fn three_controllers_bring_keystone_to_ready_and_rerun_steps_only_on_their
         json!({"spec": {"containerImage": "quay.io/podified-antelope-centos9/openstack-keystone:next"}}),
     )
     .await;
-    wait::until("a second db-sync Job", Duration::from_secs(60), || async {
-        let s = env.job_names("db-sync").await;
-        if s.len() == 2 {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
-    })
-    .await;
+    env.wait_jobs("db-sync", 2).await;
     env.drive_until(conditions::READY, "True", Outcome::Succeeded)
         .await;
     let ks = env.keystones.get("keystone").await.unwrap();
@@ -377,15 +370,7 @@ async fn a_failed_job_is_retried_by_itself_after_the_back_off() {
     })
     .await;
     // no annotation, no spec change: the second attempt starts after the 30 s back-off
-    let names = wait::until("a second attempt", Duration::from_secs(75), || async {
-        let n = env.job_names("db-create").await;
-        if n.len() == 2 {
-            Ok(n)
-        } else {
-            Err(format!("{n:?}"))
-        }
-    })
-    .await;
+    let names = env.wait_jobs("db-create", 2).await;
     assert!(names[1].ends_with("-1"), "{names:?}");
     env.drive_until(conditions::DATABASE_READY, "True", Outcome::Succeeded)
         .await;

@@ -7,7 +7,6 @@ use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::DeserializeGuard;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
@@ -40,15 +39,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = Runtime::start(CONTROLLER, &args.common).await?;
     let fernet_metrics = FernetMetrics::register(&rt.metrics.registry)?;
-    let reporter = Reporter {
-        controller: CONTROLLER.field_manager().into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
     let ctx = Arc::new(Context {
         client: rt.client.clone(),
         metrics: rt.metrics.clone(),
         fernet_metrics,
-        recorder: Recorder::new(rt.client.clone(), reporter),
+        recorder: rt.recorder(),
         min_rotation_interval: args.min_rotation_interval,
     });
 

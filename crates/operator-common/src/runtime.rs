@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 use tokio::task::JoinHandle;
@@ -28,6 +29,7 @@ pub struct Runtime {
     /// Readiness flags served on /readyz.
     pub health: Arc<Health>,
     namespace: Option<String>,
+    controller: Controller,
     shutdown: Shared<BoxFuture<'static, ()>>,
     server: JoinHandle<std::io::Result<()>>,
 }
@@ -69,6 +71,7 @@ impl Runtime {
             metrics,
             health,
             namespace: args.namespace.clone(),
+            controller,
             shutdown,
             server,
         })
@@ -84,6 +87,15 @@ impl Runtime {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
         }
+    }
+
+    /// An Event recorder reporting as this controller; the instance is the pod (`POD_NAME`, set by the chart).
+    pub fn recorder(&self) -> Recorder {
+        let reporter = Reporter {
+            controller: self.controller.field_manager().into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Recorder::new(self.client.clone(), reporter)
     }
 
     /// The watched namespace, if any.

@@ -143,6 +143,31 @@ impl Env {
         .await
     }
 
+    /// Waits until the last rotation of `name` is more than `secs` seconds ago (to show nothing else follows).
+    pub async fn wait_quiet(&self, name: &str, secs: i64) {
+        wait::until(
+            &format!("{secs}s without a rotation"),
+            Duration::from_secs(secs as u64 + 15),
+            || async {
+                let s = self.fernet_secret(name).await;
+                let last = s
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("keystone.openstack.org/last-rotation-time"));
+                let last = last
+                    .and_then(|l| l.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                    .ok_or("no last rotation")?;
+                if (k8s_openapi::jiff::Timestamp::now() - last).get_seconds() > secs {
+                    Ok(())
+                } else {
+                    Err("recent".to_string())
+                }
+            },
+        )
+        .await
+    }
+
     /// Waits for an Event with `reason` about `name`; returns its note.
     pub async fn wait_event(&self, name: &str, reason: &str) -> String {
         wait::until(
