@@ -34,7 +34,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = Runtime::start(CONTROLLER, &args.common).await?;
+    let Some(rt) = Runtime::start(CONTROLLER, &args.common).await? else {
+        return Ok(());
+    };
     let templates =
         Templates::new().map_err(|e| anyhow::anyhow!("embedded templates do not compile: {e}"))?;
     let ctx = Arc::new(Context {

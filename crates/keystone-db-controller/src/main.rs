@@ -29,7 +29,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = Runtime::start(CONTROLLER, &args.common).await?;
+    let Some(rt) = Runtime::start(CONTROLLER, &args.common).await? else {
+        return Ok(());
+    };
     let ctx = Arc::new(Context {
         client: rt.client.clone(),
         metrics: rt.metrics.clone(),

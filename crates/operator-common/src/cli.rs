@@ -32,6 +32,56 @@ pub struct CommonArgs {
     /// yet established (a CRD that is not installed at all fails at once).
     #[arg(long, env = "KEYSTONE_OPERATOR_CRD_WAIT", default_value = "30s", value_parser = parse_duration)]
     pub crd_wait: std::time::Duration,
+
+    /// Leader election: with several replicas, only the holder of the Lease reconciles.
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
+}
+
+/// Leader-election options (client-go's meanings and defaults).
+#[derive(Clone, Debug, clap::Args)]
+pub struct LeaderElectionArgs {
+    /// Hold a Lease before reconciling, so that only one replica acts. Required when running more than one
+    /// replica of a controller.
+    #[arg(
+        long = "leader-elect",
+        env = "KEYSTONE_OPERATOR_LEADER_ELECT",
+        default_value_t = false
+    )]
+    pub enabled: bool,
+
+    /// Namespace of the Lease (default: the pod's own namespace, or the kubeconfig's).
+    #[arg(
+        long = "leader-election-namespace",
+        env = "KEYSTONE_OPERATOR_LEADER_ELECTION_NAMESPACE"
+    )]
+    pub namespace: Option<String>,
+
+    /// How long a standby waits, after the lease last changed, before taking it over.
+    #[arg(long = "leader-election-lease-duration", env = "KEYSTONE_OPERATOR_LEADER_ELECTION_LEASE_DURATION",
+          default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: std::time::Duration,
+
+    /// How long the leader keeps acting without a successful renewal before it exits.
+    #[arg(long = "leader-election-renew-deadline", env = "KEYSTONE_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE",
+          default_value = "10s", value_parser = parse_duration)]
+    pub renew_deadline: std::time::Duration,
+
+    /// Time between attempts to take or renew the lease.
+    #[arg(long = "leader-election-retry-period", env = "KEYSTONE_OPERATOR_LEADER_ELECTION_RETRY_PERIOD",
+          default_value = "2s", value_parser = parse_duration)]
+    pub retry_period: std::time::Duration,
+}
+
+impl LeaderElectionArgs {
+    /// The timings as the lease gate takes them.
+    pub fn timings(&self) -> crate::lease::Timings {
+        crate::lease::Timings {
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+        }
+    }
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h` (one unit).

@@ -1,6 +1,6 @@
 //! What all three Keystone controllers share: command-line options, tracing, the health and metrics server,
 //! the reconcile metrics, the CRD presence check, server-side-apply helpers for children and for a
-//! controller's own status fields, condition bookkeeping, and graceful shutdown.
+//! controller's own status fields, condition bookkeeping, leader election, and graceful shutdown.
 
 pub mod apply;
 pub mod cli;
@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod crd;
 pub mod events;
 pub mod guard;
+pub mod lease;
 pub mod metrics;
 pub mod redact;
 pub mod runtime;

@@ -19,6 +19,8 @@ pub struct ControllerMetrics {
     pub duration: Histogram,
     /// `keystone_<c>_ready`: 1 once the CRD is established and the first watch sync finished.
     pub ready: IntGauge,
+    /// `keystone_<c>_leader`: 1 while this replica holds the lease (always 1 without leader election).
+    pub leader: IntGauge,
 }
 
 impl ControllerMetrics {
@@ -45,13 +47,19 @@ impl ControllerMetrics {
         registry.register(Box::new(runs.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        let leader = IntGauge::with_opts(Opts::new(
+            "leader",
+            "1 while this replica holds the leader lease and reconciles (1 without leader election).",
+        ))?;
         registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
             runs,
             failures,
             duration,
             ready,
+            leader,
         })
     }
 

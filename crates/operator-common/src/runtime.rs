@@ -1,6 +1,8 @@
 //! The startup and shutdown sequence every controller binary follows, so that their `main.rs` holds only
 //! wiring: telemetry → health server (so /healthz answers at once) → client → CRD check (fatal with an
-//! install hint) → watch → /readyz after the first sync → graceful shutdown on SIGTERM, exit 0.
+//! install hint) → leader lease when election is on (standbys wait here, Ready) → watch → /readyz after the
+//! first sync → graceful shutdown on SIGTERM, exit 0, lease released. Losing the lease is a shutdown too,
+//! ending in a non-zero exit so that Kubernetes restarts the pod as a fresh candidate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +13,13 @@ use futures::future::{BoxFuture, Shared};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use keystone_types::conditions::Controller;
 
 use crate::cli::CommonArgs;
+use crate::lease::{Ended, LeaseGate};
 use crate::metrics::ControllerMetrics;
 use crate::server::Health;
 
@@ -32,18 +36,41 @@ pub struct Runtime {
     controller: Controller,
     shutdown: Shared<BoxFuture<'static, ()>>,
     server: JoinHandle<std::io::Result<()>>,
+    lease: Option<HeldLease>,
+}
+
+/// The renewal task of a held lease, and how to tell it to let go.
+struct HeldLease {
+    release: oneshot::Sender<()>,
+    lost: watch::Receiver<Option<Ended>>,
+    task: JoinHandle<()>,
 }
 
 impl Runtime {
-    /// Runs the startup sequence up to and including the CRD check. An error here means the process must
-    /// exit non-zero; its message says what to do.
-    pub async fn start(controller: Controller, args: &CommonArgs) -> anyhow::Result<Self> {
+    /// Runs the startup sequence up to and including the CRD check and, with leader election, until this
+    /// replica holds the lease. `Ok(None)` means a shutdown signal arrived while standing by: exit 0.
+    /// An error means the process must exit non-zero; its message says what to do.
+    pub async fn start(controller: Controller, args: &CommonArgs) -> anyhow::Result<Option<Self>> {
         crate::telemetry::init(args.log_format, &args.log_level).context("cannot initialise logging")?;
         tracing::info!(controller = %controller, version = env!("CARGO_PKG_VERSION"), "starting");
+        let election = &args.leader_election;
+        if election.enabled {
+            election.timings().validate().map_err(anyhow::Error::msg)?;
+        }
 
         let metrics = ControllerMetrics::new(controller.short_name()).context("cannot create metrics")?;
         let health = Arc::new(Health::default());
-        let shutdown = crate::shutdown::signal_received().boxed().shared();
+        // Shutdown is SIGTERM/SIGINT, or losing the lease (reported through `lost`).
+        let (lost_tx, lost_rx) = watch::channel::<Option<Ended>>(None);
+        let mut lost_wait = lost_rx.clone();
+        let shutdown = async move {
+            tokio::select! {
+                () = crate::shutdown::signal_received() => {}
+                _ = lost_wait.wait_for(Option::is_some) => {}
+            }
+        }
+        .boxed()
+        .shared();
         let serve = crate::server::bind(
             args.metrics_addr,
             health.clone(),
@@ -66,7 +93,52 @@ impl Runtime {
         health.set_crd_established();
         tracing::info!(crd = keystone_types::CRD_NAME, "CRD established");
 
-        Ok(Self {
+        let lease = if election.enabled {
+            let lease_ns = election
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_owned());
+            let name = crate::lease::lease_name(controller.short_name(), args.namespace.as_deref());
+            let identity = crate::lease::default_identity();
+            let gate = LeaseGate::new(client.clone(), &lease_ns, &name, &identity, election.timings());
+            metrics.leader.set(0);
+            health.set_standby(true);
+            tracing::info!(lease = %name, namespace = %lease_ns, %identity, "waiting for the leader lease");
+            let mut leadership = tokio::select! {
+                held = gate.acquire() => held,
+                () = shutdown.clone() => {
+                    tracing::info!("stopped while standing by");
+                    server.await.context("health server task failed")?.context("health server failed")?;
+                    return Ok(None);
+                }
+            };
+            health.set_standby(false);
+            let (release_tx, release_rx) = oneshot::channel();
+            let leader_gauge = metrics.leader.clone();
+            let task = tokio::spawn(async move {
+                tokio::select! {
+                    ended = leadership.hold() => {
+                        leader_gauge.set(0);
+                        tracing::error!(reason = ?ended, "lost the leader lease; stopping");
+                        let _ = lost_tx.send(Some(ended));
+                    }
+                    _ = release_rx => {
+                        leader_gauge.set(0);
+                        leadership.release().await;
+                    }
+                }
+            });
+            Some(HeldLease {
+                release: release_tx,
+                lost: lost_rx,
+                task,
+            })
+        } else {
+            None
+        };
+        metrics.leader.set(1);
+
+        Ok(Some(Self {
             client,
             metrics,
             health,
@@ -74,7 +146,8 @@ impl Runtime {
             controller,
             shutdown,
             server,
-        })
+            lease,
+        }))
     }
 
     /// The KeystoneAPI API handle for the watched scope (one namespace, or all).
@@ -132,13 +205,22 @@ impl Runtime {
         self.shutdown.clone()
     }
 
-    /// Waits for the health server to stop after the shutdown signal.
+    /// Waits for the health server to stop after the shutdown signal, then releases the lease (after the
+    /// Controller has finished its in-flight reconciles, so a standby never overlaps with them). Losing the
+    /// lease is reported as an error, so the process exits non-zero.
     pub async fn finish(self) -> anyhow::Result<()> {
         self.shutdown.await;
         self.server
             .await
             .context("health server task failed")?
             .context("health server failed")?;
+        if let Some(lease) = self.lease {
+            if let Some(ended) = lease.lost.borrow().as_ref() {
+                anyhow::bail!("lost the leader lease ({ended:?}); exiting so that the pod restarts clean");
+            }
+            let _ = lease.release.send(());
+            lease.task.await.context("lease task failed")?;
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -18,6 +18,7 @@ use crate::metrics::ControllerMetrics;
 pub struct Health {
     crd_established: AtomicBool,
     watch_synced: AtomicBool,
+    standby: AtomicBool,
 }
 
 impl Health {
@@ -31,10 +32,19 @@ impl Health {
         self.watch_synced.store(true, Ordering::Release);
     }
 
-    /// Ready means both flags are set; the reason names what is missing.
+    /// Records whether this replica is a standby waiting for the leader lease.
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Release);
+    }
+
+    /// Ready means the CRD is established and, unless this replica is a standby (which is ready so that
+    /// rollouts and `helm --wait` finish), the first watch sync is done; the reason names what is missing.
     pub fn readiness(&self) -> Result<(), &'static str> {
         if !self.crd_established.load(Ordering::Acquire) {
             return Err("KeystoneAPI CRD not established yet");
+        }
+        if self.standby.load(Ordering::Acquire) {
+            return Ok(());
         }
         if !self.watch_synced.load(Ordering::Acquire) {
             return Err("initial watch sync not finished yet");
@@ -64,7 +74,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             state.metrics.ready.set(1);
             (StatusCode::OK, "ok".to_owned())
         }
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why.to_owned()),
+        Err(why) => {
+            state.metrics.ready.set(0);
+            (StatusCode::SERVICE_UNAVAILABLE, why.to_owned())
+        }
     }
 }
 
