@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 CLUSTER ?= local
 
-.PHONY: help build generate run test lint fmt control-plane cluster-up cluster-down clean-cache
+.PHONY: help build release generate run test lint fmt control-plane helm chart-lint upgrade-crds cluster-up cluster-down clean-cache
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -12,8 +12,12 @@ help: ## Show the targets
 build: ## Build the three controllers and crdgen
 	cargo build --locked --bins
 
-generate: ## Regenerate the CRDs into manifests/crds and the chart
+release: ## The release build the Dockerfiles and CI run (one invocation, the three controllers)
+	cargo build --release --locked -p keystone-api-controller -p keystone-fernet-controller -p keystone-db-controller
+
+generate: ## Regenerate the CRDs (manifests/crds, chart) and manifests/install.yaml
 	hack/gen-crds.sh
+	hack/gen-manifests.sh
 
 run: ## Start the local control plane, install CRDs, run the controllers, apply the sample (CLUSTER=current: your cluster, no sample)
 	CLUSTER=$(CLUSTER) hack/run.sh
@@ -26,6 +30,15 @@ lint: ## clippy with -D warnings
 
 fmt: ## Format the code
 	cargo fmt --all
+
+helm: ## Build (or reuse) helm from its Go module
+	hack/build-helm.sh
+
+chart-lint: ## helm lint --strict the chart
+	$$(hack/build-helm.sh) lint --strict charts/keystone-operator
+
+upgrade-crds: ## Apply this checkout's CRDs to the current kubectl context (helm never upgrades CRDs)
+	hack/upgrade-crds.sh
 
 control-plane: ## Build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl
 	hack/build-control-plane.sh

@@ -14,6 +14,24 @@ use crate::cluster::{TestNamespace, bare_cluster, test_cluster};
 use crate::http;
 use crate::process::ControllerProcess;
 
+/// The path of a workspace binary built next to the running test (`cargo test --workspace` builds the
+/// three controllers' binaries into the same target directory).
+pub fn sibling(name: &str) -> String {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target directory")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
+}
+
 fn reconcile_runs(metrics: &str, short: &str) -> Option<u64> {
     let name = format!("keystone_{short}_reconcile_runs_total ");
     metrics

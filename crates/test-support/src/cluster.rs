@@ -60,6 +60,54 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Writes a kubeconfig that authenticates as ServiceAccount `namespace/name` (a one-hour token from the
+    /// TokenRequest API) to the same apiserver, and returns its path. The file lives next to the admin one.
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        use k8s_openapi::api::authentication::v1::TokenRequest;
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let client = self.client().await;
+        let sas: Api<ServiceAccount> = Api::namespaced(client, namespace);
+        let request: TokenRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": { "expirationSeconds": 3600 }
+        }))
+        .expect("token request");
+        let token = sas
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .unwrap_or_else(|e| panic!("TokenRequest for {namespace}/{name}: {e}"))
+            .status
+            .expect("token status")
+            .token;
+        let admin: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig"))
+                .expect("kubeconfig yaml");
+        let cluster = admin["clusters"][0]["cluster"].clone();
+        let config = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{ "name": "c", "cluster": cluster }],
+            "users": [{ "name": name, "user": { "token": token } }],
+            "contexts": [{ "name": "c", "context": { "cluster": "c", "user": name, "namespace": namespace } }],
+            "current-context": "c",
+        });
+        let path = self
+            .kubeconfig
+            .with_file_name(format!("sa-{namespace}-{name}.kubeconfig"));
+        std::fs::write(&path, serde_yaml::to_string(&config).expect("yaml")).expect("write kubeconfig");
+        path
+    }
+
+    /// A client authenticated by the kubeconfig at `path`.
+    pub async fn client_from(path: &Path) -> Client {
+        let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("client config");
+        Client::try_from(config).expect("client")
+    }
+}
+
 static TEST: OnceCell<Cluster> = OnceCell::const_new();
 static BARE: OnceCell<Cluster> = OnceCell::const_new();
 

@@ -35,9 +35,19 @@ fn capture(stream: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<Stri
 impl ControllerProcess {
     /// Starts `binary` against `cluster`, restricted to `namespace` when given, with `extra` arguments.
     pub fn start(binary: &str, cluster: &Cluster, namespace: Option<&str>, extra: &[&str]) -> Self {
+        Self::start_with_kubeconfig(binary, &cluster.kubeconfig, namespace, extra)
+    }
+
+    /// Like [`ControllerProcess::start`], with another identity (e.g. a ServiceAccount's kubeconfig).
+    pub fn start_with_kubeconfig(
+        binary: &str,
+        kubeconfig: &Path,
+        namespace: Option<&str>,
+        extra: &[&str],
+    ) -> Self {
         let addr: SocketAddr = ([127, 0, 0, 1], http::free_port()).into();
         let mut cmd = Command::new(Path::new(binary));
-        cmd.env("KUBECONFIG", &cluster.kubeconfig)
+        cmd.env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .args([
                 "--metrics-addr",
@@ -134,6 +144,11 @@ impl ControllerProcess {
             .status()
             .expect("kill(1)");
         assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Waits for the process to exit.
