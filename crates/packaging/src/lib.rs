@@ -1,5 +1,6 @@
 //! Helpers for the packaging tests: the helm and kubectl binaries the `hack/` scripts build, and rendering
 //! the chart. The tests themselves live in `tests/`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
