@@ -15,8 +15,13 @@ cargo fmt --all -- --check
 stage "cargo clippy -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+stage "helm and hadolint (built or fetched once, cached)"
+hack/build-helm.sh >/dev/null
+hack/install-hadolint.sh >/dev/null
+
 stage "generated files"
 hack/gen-crds.sh --check
+hack/gen-manifests.sh --check
 
 stage "test dependencies (Debian: mariadb-server, python3-pymysql)"
 hack/install-test-deps.sh

@@ -48,14 +48,14 @@ pub struct LeaderElectionArgs {
         env = "KEYSTONE_OPERATOR_LEADER_ELECT",
         default_value_t = false
     )]
-    pub enabled: bool,
+    pub leader_elect: bool,
 
     /// Namespace of the Lease (default: the pod's own namespace, or the kubeconfig's).
     #[arg(
         long = "leader-election-namespace",
         env = "KEYSTONE_OPERATOR_LEADER_ELECTION_NAMESPACE"
     )]
-    pub namespace: Option<String>,
+    pub lease_namespace: Option<String>,
 
     /// How long a standby waits, after the lease last changed, before taking it over.
     #[arg(long = "leader-election-lease-duration", env = "KEYSTONE_OPERATOR_LEADER_ELECTION_LEASE_DURATION",

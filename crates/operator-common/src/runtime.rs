@@ -54,7 +54,7 @@ impl Runtime {
         crate::telemetry::init(args.log_format, &args.log_level).context("cannot initialise logging")?;
         tracing::info!(controller = %controller, version = env!("CARGO_PKG_VERSION"), "starting");
         let election = &args.leader_election;
-        if election.enabled {
+        if election.leader_elect {
             election.timings().validate().map_err(anyhow::Error::msg)?;
         }
 
@@ -66,7 +66,8 @@ impl Runtime {
         let shutdown = async move {
             tokio::select! {
                 () = crate::shutdown::signal_received() => {}
-                _ = lost_wait.wait_for(Option::is_some) => {}
+                // Without election the sender is dropped at once: that is not a loss, so wait forever.
+                Ok(_) = lost_wait.wait_for(Option::is_some) => {}
             }
         }
         .boxed()
@@ -93,9 +94,9 @@ impl Runtime {
         health.set_crd_established();
         tracing::info!(crd = keystone_types::CRD_NAME, "CRD established");
 
-        let lease = if election.enabled {
+        let lease = if election.leader_elect {
             let lease_ns = election
-                .namespace
+                .lease_namespace
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_owned());
             let name = crate::lease::lease_name(controller.short_name(), args.namespace.as_deref());

@@ -299,3 +299,25 @@ fn chart_crds_are_the_generated_ones() {
         std::fs::read_to_string(chart_dir().join("crds/keystone.openstack.org_keystoneapis.yaml")).unwrap();
     assert_eq!(generated, chart, "run `make generate`");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrade_crds_script_applies_the_chart_crds_and_waits_for_them() {
+    let cluster = test_cluster().await;
+    let out = run(
+        Command::new(repo_root().join("hack/upgrade-crds.sh"))
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("KUBECTL", kubectl()),
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("customresourcedefinition.apiextensions.k8s.io/keystoneapis.keystone.openstack.org serverside-applied"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("condition met"), "{stdout}");
+}

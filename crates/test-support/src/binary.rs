@@ -55,7 +55,8 @@ pub async fn check_lifecycle(binary: &str, short: &str) {
     let before =
         reconcile_runs(&metrics, short).unwrap_or_else(|| panic!("no reconcile counter in:\n{metrics}"));
     assert!(
-        metrics.contains(&format!("keystone_{short}_ready 1")),
+        metrics.contains(&format!("keystone_{short}_ready 1"))
+            && metrics.contains(&format!("keystone_{short}_leader 1")),
         "{metrics}"
     );
 

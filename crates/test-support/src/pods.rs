@@ -192,4 +192,19 @@ impl PodDriver {
         }
         Ok(driven)
     }
+
+    /// One pass of playing the kubelet for a KeystoneAPI: the db-create, db-sync and bootstrap Job pods get
+    /// `job_outcome`, the API pods become Running and Ready.
+    pub async fn drive_keystone(&self, job_outcome: Outcome) -> kube::Result<()> {
+        for component in ["db-create", "db-sync", "bootstrap"] {
+            self.drive_pending(&format!("app.kubernetes.io/component={component}"), job_outcome)
+                .await?;
+        }
+        self.drive_pending(
+            "app.kubernetes.io/component=api",
+            Outcome::Running { ready: true },
+        )
+        .await?;
+        Ok(())
+    }
 }
