@@ -173,7 +173,14 @@ start() {
 install_crds() {
   log "installing CRDs from manifests/crds/"
   kubectl_ apply --server-side --force-conflicts --field-manager keystone-operator-hack -f "$repo/manifests/crds/" >&2
-  kubectl_ wait --for condition=Established --timeout 60s -f "$repo/manifests/crds/" >&2
+  # kubectl wait fails at once ("status.conditions accessor error") if it reads a CRD before the apiserver
+  # has written any status: retry for a bounded while.
+  local i
+  for i in $(seq 1 30); do
+    kubectl_ wait --for condition=Established --timeout 60s -f "$repo/manifests/crds/" >&2 2>/dev/null && return 0
+    sleep 0.2
+  done
+  kubectl_ wait --for condition=Established --timeout 5s -f "$repo/manifests/crds/" >&2
 }
 
 case "$cmd" in

@@ -12,5 +12,11 @@ dry=()
 "$kubectl" apply --server-side --force-conflicts --field-manager=keystone-operator-crds "${dry[@]}" \
   -f "$repo/charts/keystone-operator/crds/"
 if [ ${#dry[@]} -eq 0 ]; then
-  "$kubectl" wait --for=condition=Established --timeout=60s -f "$repo/charts/keystone-operator/crds/"
+  # `kubectl wait` fails at once if it reads a CRD before any status is written: retry for a bounded while.
+  for _ in $(seq 1 30); do
+    "$kubectl" wait --for=condition=Established --timeout=60s -f "$repo/charts/keystone-operator/crds/" 2>/dev/null \
+      && exit 0
+    sleep 0.2
+  done
+  "$kubectl" wait --for=condition=Established --timeout=5s -f "$repo/charts/keystone-operator/crds/"
 fi

@@ -148,18 +148,30 @@ async fn install_servicemonitor_fixture() {
         None,
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(
-        Command::new(kubectl())
-            .env("KUBECONFIG", &cluster.kubeconfig)
-            .args([
-                "wait",
-                "--for=condition=Established",
-                "--timeout=30s",
-                "crd/servicemonitors.monitoring.coreos.com",
-            ]),
-        None,
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // `kubectl wait` fails at once while the new CRD has no status yet: retry.
+    test_support::wait::until(
+        "ServiceMonitor CRD established",
+        std::time::Duration::from_secs(30),
+        || async {
+            let out = run(
+                Command::new(kubectl())
+                    .env("KUBECONFIG", &cluster.kubeconfig)
+                    .args([
+                        "wait",
+                        "--for=condition=Established",
+                        "--timeout=5s",
+                        "crd/servicemonitors.monitoring.coreos.com",
+                    ]),
+                None,
+            );
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
