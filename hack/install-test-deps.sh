@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the tests run for real: MariaDB (the db controller's database script runs against it) and
-# PyMySQL for the system Python (the driver the Keystone image uses). Idempotent; needs root to install.
+# Debian packages the tests and the local node run for real: MariaDB (the db controller's database script runs
+# against it; the local node's database), PyMySQL for the system Python (the driver the Keystone image uses),
+# Keystone itself (Debian's python3-keystone, Zed), uWSGI to serve it, memcached, and the OpenStack client.
+# Idempotent; needs root to install (prints the apt-get command otherwise).
 set -euo pipefail
-pkgs=(mariadb-server python3-pymysql)
+pkgs=(mariadb-server python3-pymysql python3-keystone memcached python3-openstackclient python3-keystoneauth1
+  python3-pymemcache uwsgi-core uwsgi-plugin-python3 iproute2 util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,3 +23,5 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian's maintainer scripts may start a system mariadbd; the tests never use it
 if command -v systemctl >/dev/null 2>&1; then systemctl stop mariadb 2>/dev/null || true; fi
 pkill -x mariadbd 2>/dev/null || true
+if command -v systemctl >/dev/null 2>&1; then systemctl stop memcached 2>/dev/null || true; fi
+pkill -x memcached 2>/dev/null || true
