@@ -76,7 +76,7 @@ impl Templates {
         let secret_ctx = json!({
             "name": v.name,
             "namespace": v.namespace,
-            "database_connection": v.database_connection.expose(),
+            "database_connection": v.database_connection,
             "transport_url": v.transport_url.as_ref().map(|t| t.expose().clone()),
         });
 
@@ -97,6 +97,12 @@ impl Templates {
         copies.push((
             format!("{SECRET_DIR}/00-secrets.conf"),
             "/etc/keystone/keystone.conf.d/00-secrets.conf".into(),
+            "0600",
+        ));
+        secret.insert("my.cnf".to_owned(), v.database_client_cnf.expose().clone());
+        copies.push((
+            format!("{SECRET_DIR}/my.cnf"),
+            crate::validate::CLIENT_CNF.into(),
             "0600",
         ));
         if let Some(c) = &v.custom_config {

@@ -55,8 +55,11 @@ pub struct Validated {
     pub image: String,
     /// Replicas.
     pub replicas: i32,
-    /// `mysql+pymysql://…` with the password URL-encoded.
-    pub database_connection: Redacted<String>,
+    /// `mysql+pymysql://user@host:port/db?…&read_default_file=…`: no password in the URL (see
+    /// [`client_option_file`]).
+    pub database_connection: String,
+    /// The MySQL client option file holding the database password (`my.cnf`).
+    pub database_client_cnf: Redacted<String>,
     /// oslo.cache `memcache_servers` value (empty: caching off).
     pub memcache_servers: String,
     /// `[token] expiration`, seconds.
@@ -79,17 +82,22 @@ pub struct Validated {
     pub network_attachments: Vec<String>,
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters (for the password in the SQLAlchemy URL).
-pub fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// Where kolla puts the client option file in the pod.
+pub const CLIENT_CNF: &str = "/etc/keystone/my.cnf";
+
+/// The MySQL client option file PyMySQL reads through `read_default_file`: the database password in its
+/// `[client]` section, double-quoted (PyMySQL strips one pair of matching quotes, so leading or trailing
+/// spaces and quotes inside survive; the file is read without interpolation, so `%` and `$` are literal).
+///
+/// Why not the password in the URL: it would have to be percent-encoded, and Keystone's `db_sync` hands the
+/// connection URL to Python's configparser (alembic), which rejects any `%` ("invalid interpolation
+/// syntax") — in every Keystone release up to at least 2025.1 — so any password needing an escape breaks
+/// db_sync. Measured with Debian's Keystone on the local node.
+pub fn client_option_file(password: &str) -> String {
+    format!(
+        "# Rendered by keystone-api-controller: the database password for PyMySQL (read_default_file).\n\
+         [client]\npassword = \"{password}\"\n"
+    )
 }
 
 /// Escapes `$` so oslo.config does not interpolate it.
@@ -161,19 +169,23 @@ pub fn validate(ks: &KeystoneAPI, inputs: &Inputs) -> Result<Validated, String> 
             spec.secret
         ));
     }
+    if password.chars().any(char::is_control) {
+        return Err(format!(
+            "key {key} of Secret {} (spec.passwordSelectors.database) contains a line break or another control \
+             character, which the MySQL client option file Keystone reads cannot hold; choose a password without one",
+            spec.secret
+        ));
+    }
     let db = &spec.database;
     let host = if db.host.contains(':') {
         format!("[{}]", db.host)
     } else {
         db.host.clone()
     };
-    let connection = format!(
-        "mysql+pymysql://{}:{}@{host}:{}/{}?charset=utf8",
-        db.user,
-        url_encode(&password),
-        db.port,
-        db.name
-    );
+    let connection = escape_dollar(&format!(
+        "mysql+pymysql://{}@{host}:{}/{}?charset=utf8&read_default_file={CLIENT_CNF}",
+        db.user, db.port, db.name
+    ));
 
     let seconds = |field: &str, v: &str| {
         parse(v)
@@ -243,7 +255,8 @@ pub fn validate(ks: &KeystoneAPI, inputs: &Inputs) -> Result<Validated, String> 
         namespace: ks.namespace().unwrap_or_default(),
         image: spec.container_image.clone(),
         replicas: spec.replicas,
-        database_connection: Redacted::new(connection),
+        database_connection: connection,
+        database_client_cnf: Redacted::new(client_option_file(&password)),
         memcache_servers: spec
             .memcached_servers
             .iter()
@@ -271,13 +284,26 @@ mod tests {
 
     use super::*;
 
+    /// What PyMySQL does with the option file: Python's RawConfigParser, then one pair of quotes removed.
+    fn pymysql_reads(cnf: &str) -> String {
+        let line = cnf.lines().find_map(|l| l.strip_prefix("password = ")).unwrap();
+        let v = line.trim();
+        v.strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap()
+            .to_owned()
+    }
+
     #[rstest]
-    #[case("s3cret", "s3cret")]
-    #[case("a$b%c d'e\"f`g{{h}}&i\nj", "a%24b%25c%20d%27e%22f%60g%7B%7Bh%7D%7D%26i%0Aj")]
-    #[case("pässwörd", "p%C3%A4ssw%C3%B6rd")]
-    fn passwords_are_url_encoded(#[case] raw: &str, #[case] encoded: &str) {
-        assert_eq!(url_encode(raw), encoded);
-        assert!(!url_encode(raw).contains('$'), "oslo.config would interpolate $");
+    #[case("s3cret")]
+    #[case("a$b%c d'e\"f`g{{h}}&i@j:k/l?m#n;o")]
+    #[case(" leading and trailing ")]
+    #[case("\"quoted\"")]
+    #[case("pässwörd")]
+    fn passwords_survive_the_option_file(#[case] raw: &str) {
+        let cnf = client_option_file(raw);
+        assert_eq!(pymysql_reads(&cnf), raw);
+        assert_eq!(cnf.lines().count(), 3, "one line per entry: {cnf}");
     }
 
     #[rstest]

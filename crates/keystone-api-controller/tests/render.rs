@@ -54,7 +54,7 @@ fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
     }
 }
 
-const PASSWORD: &str = "db-'Pa$$`w0rd\"%{{x}}&\n z";
+const PASSWORD: &str = "db-'Pa$$`w0rd\"%{{x}}& z@:/?#;";
 
 fn inputs() -> Inputs {
     Inputs {
@@ -85,9 +85,14 @@ fn snapshot(name: &str, r: &keystone_api_controller::config::Rendered) {
 fn defaults() {
     let r = render(&keystone(json!({})), &inputs());
     snapshot("defaults", &r);
-    // The password is percent-encoded in the URL: no `$` for oslo.config to interpolate, no raw newline.
+    // No password in the URL (Keystone's db_sync cannot take a `%` there): it is in the option file, as is.
     let db = &r.secret["00-secrets.conf"];
-    assert!(db.contains("mysql+pymysql://keystone:db-%27Pa%24%24%60w0rd%22%25%7B%7Bx%7D%7D%26%0A%20z@openstack:3306/keystone?charset=utf8"), "{db}");
+    assert!(
+        db.contains("connection = mysql+pymysql://keystone@openstack:3306/keystone?charset=utf8&read_default_file=/etc/keystone/my.cnf\n"),
+        "{db}"
+    );
+    assert!(!db.contains("w0rd") && !db.contains('%'), "{db}");
+    assert!(r.secret["my.cnf"].contains(&format!("password = \"{PASSWORD}\"\n")));
     for (k, v) in &r.config_map {
         assert!(!v.contains("w0rd"), "password leaked into ConfigMap file {k}");
     }
@@ -157,6 +162,15 @@ fn operator_owned_options_and_missing_inputs_are_refused_naming_the_field() {
     );
     let err = validate(&keystone(json!({})), &Inputs::default()).unwrap_err();
     assert!(err.contains("Secret osp-secret (spec.secret) not found"), "{err}");
+    let newline = Inputs {
+        password_secret: Some(secret("osp-secret", &[("KeystoneDatabasePassword", "a\nb")])),
+        ..Default::default()
+    };
+    let err = validate(&keystone(json!({})), &newline).unwrap_err();
+    assert!(
+        err.contains("KeystoneDatabasePassword of Secret osp-secret") && err.contains("line break"),
+        "{err}"
+    );
     let i = Inputs {
         password_secret: Some(secret("osp-secret", &[("AdminPassword", "x")])),
         ..Default::default()
