@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 CLUSTER ?= local
 
-.PHONY: help build release generate run test lint fmt control-plane helm chart-lint upgrade-crds cluster-up cluster-down clean-cache
+.PHONY: help build release generate run test lint fmt control-plane helm chart-lint upgrade-crds cluster-up cluster-down node-up node-down clean-cache
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,3 +48,9 @@ cluster-up: ## Start (or reuse) the local control plane `dev`
 
 cluster-down: ## Stop the local control plane `dev`
 	hack/local-cluster.sh down --name dev
+
+node-up: ## Start the local node for `dev` (root): MariaDB, memcached, the node agent running the pods
+	eval "$$(hack/local-cluster.sh up --name dev)" && hack/local-node.sh up --name dev
+
+node-down: ## Stop the local node of `dev`
+	hack/local-node.sh down --name dev

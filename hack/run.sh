@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make run`: build the controllers, start the local control plane (the default) or use the current
 # kubeconfig (CLUSTER=current), install the CRDs, run the three controllers in the foreground and, on the
-# local control plane only, apply the sample KeystoneAPI. Ctrl-C stops the controllers; the control plane keeps
-# running (hack/local-cluster.sh down stops it).
+# local control plane only, start the local node (as root: MariaDB, memcached and the node agent that runs the
+# pods with Debian's Keystone), apply the sample KeystoneAPI, wait until it is Ready and print the command that
+# issues a token. Ctrl-C stops the controllers; the control plane and the node keep running
+# (`make cluster-down` and `make node-down` stop them).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -45,16 +47,40 @@ for c in api fernet db; do
 done
 
 if [ "$CLUSTER" = local ]; then
+  node=0
+  if [ "$(id -u)" = 0 ]; then
+    hack/local-node.sh up --name dev --namespace "$NAMESPACE"
+    node=1
+  else
+    echo "run: not root, so no local node: the KeystoneAPI is accepted and configured, but its pods never run" >&2
+  fi
+  start=$SECONDS
   "${kubectl[@]}" create namespace "$NAMESPACE" --dry-run=client -o yaml | "${kubectl[@]}" apply -f - >/dev/null
   "${kubectl[@]}" -n "$NAMESPACE" apply -f manifests/samples/osp-secret.yaml -f manifests/samples/keystoneapi.yaml
+  if [ "$node" = 1 ]; then
+    echo "run: waiting for the sample KeystoneAPI to become Ready (db-create, db-sync, bootstrap, API pod)"
+    "${kubectl[@]}" -n "$NAMESPACE" wait keystoneapi/keystone --for=condition=Ready --timeout=10m
+    echo "run: Ready in $((SECONDS - start))s"
+    ip=$("${kubectl[@]}" -n "$NAMESPACE" get endpointslice -l kubernetes.io/service-name=keystone-public \
+      -o jsonpath='{.items[0].endpoints[0].addresses[0]}')
+    cat <<MSG
+
+run: Keystone answers at http://$ip:5000/v3 (the keystone-public Service's ready endpoint on the node bridge).
+Issue a token (the admin password is the sample osp-secret's AdminPassword):
+  env -i PATH=/usr/bin:/bin openstack --os-auth-url http://$ip:5000/v3 --os-identity-api-version 3 \\
+    --os-username admin --os-password "\$(${kubectl[*]} -n $NAMESPACE get secret osp-secret -o jsonpath='{.data.AdminPassword}' | base64 -d)" \\
+    --os-project-name admin --os-user-domain-name Default --os-project-domain-name Default token issue
+MSG
+  fi
   cat <<MSG
 
-run: the sample KeystoneAPI is applied in namespace $NAMESPACE. In another terminal:
+In another terminal (kubectl is ${kubectl[*]}):
   export KUBECONFIG=$KUBECONFIG
-  kubectl -n $NAMESPACE get keystoneapi -w
+  kubectl -n $NAMESPACE get keystoneapi,pods,jobs
   kubectl -n $NAMESPACE get keystoneapi keystone -o yaml
   kubectl explain keystoneapi.spec
-Ctrl-C stops the controllers; 'hack/local-cluster.sh down' stops the control plane.
+Container logs: ~/.cache/keystone-operator/node/dev/logs/<namespace>_<pod>_<uid>/<container>.log
+Ctrl-C stops the controllers; 'make node-down' and 'make cluster-down' stop the node and the control plane.
 MSG
 fi
 wait
