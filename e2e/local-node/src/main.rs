@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
         host: args.host_address,
     };
     bridge.ensure().context("cannot set up the node bridge")?;
-    net::remove_stale();
+    net::remove_stale(&bridge);
     let _ = std::fs::remove_dir_all(args.state_dir.join("pods"));
     std::fs::create_dir_all(args.state_dir.join("pods"))?;
     std::fs::create_dir_all(&args.log_dir)?;

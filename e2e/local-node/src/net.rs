@@ -69,10 +69,10 @@ pub struct PodNet {
 }
 
 impl PodNet {
-    /// Creates the namespace `kln-<id>`, the veth pair, the address and the default route.
+    /// Creates the namespace `<bridge>-<id>`, the veth pair, the address and the default route.
     pub fn create(bridge: &Bridge, id: &str, address: Ipv4Addr) -> anyhow::Result<Self> {
         let net = Self {
-            netns: format!("kln-{id}"),
+            netns: format!("{}-{id}", bridge.name),
             host_if: format!("kv{id}"),
             address,
         };
@@ -102,11 +102,12 @@ impl PodNet {
     }
 }
 
-/// Removes every `kln-*` namespace left by an earlier run.
-pub fn remove_stale() {
+/// Removes the pod namespaces an earlier run of this node (same bridge) left behind; other nodes' stay.
+pub fn remove_stale(bridge: &Bridge) {
+    let prefix = format!("{}-", bridge.name);
     if let Ok(list) = ip(&["netns", "list"]) {
         for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-            if let Some(id) = name.strip_prefix("kln-") {
+            if let Some(id) = name.strip_prefix(&prefix) {
                 let _ = ip(&["link", "del", &format!("kv{id}")]);
                 let _ = ip(&["netns", "del", name]);
             }

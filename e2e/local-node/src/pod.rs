@@ -28,6 +28,52 @@ use crate::{hosts, probe, standin};
 /// kubelet that has not synced yet.
 pub const VOLUME_LAG_ANNOTATION: &str = "local-node.keystone.openstack.org/volume-lag";
 
+/// Multus' request and report annotations.
+const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
+const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
+
+/// The Multus `network-status` for a pod that asks for attachments (`k8s.v1.cni.cncf.io/networks`, either
+/// `a,b` or the JSON list form): the default network on eth0 plus one `netN` per attachment with an address
+/// from 172.30.N.0/24. The attachments are reported, not plumbed (no extra interfaces exist): enough for the
+/// operator's NetworkAttachmentsReady and status.networkAttachments.
+pub fn network_status(pod: &Pod, address: std::net::Ipv4Addr, slot: u8) -> Option<String> {
+    let ns = pod.namespace().unwrap_or_default();
+    let raw = pod.annotations().get(NETWORKS)?.trim().to_owned();
+    if raw.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = if raw.starts_with('[') {
+        serde_json::from_str::<Vec<serde_json::Value>>(&raw)
+            .ok()?
+            .iter()
+            .filter_map(|v| {
+                let name = v.get("name")?.as_str()?;
+                let nns = v.get("namespace").and_then(|n| n.as_str()).unwrap_or(&ns);
+                Some(format!("{nns}/{name}"))
+            })
+            .collect()
+    } else {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|n| {
+                if n.contains('/') {
+                    n.to_owned()
+                } else {
+                    format!("{ns}/{n}")
+                }
+            })
+            .collect()
+    };
+    let mut status = vec![
+        json!({"name": "local-node", "interface": "eth0", "ips": [address.to_string()], "default": true}),
+    ];
+    for (i, name) in names.iter().enumerate() {
+        status.push(json!({"name": name, "interface": format!("net{}", i + 1), "ips": [format!("172.30.{}.{slot}", i + 1)]}));
+    }
+    serde_json::to_string(&status).ok()
+}
+
 /// What the node knows that every pod needs.
 #[derive(Debug)]
 pub struct NodeConfig {
@@ -118,6 +164,17 @@ pub async fn run(
         Err(error) => {
             tracing::error!(%error, "cannot create the pod network");
             worker.fail_pod(&pod, "NetworkNotReady", &error.to_string()).await;
+        }
+    }
+    if worker.net.is_some()
+        && let Some(status) = network_status(&pod, worker.address, slot)
+    {
+        let patch = json!({"metadata": {"annotations": {NETWORK_STATUS: status}}});
+        if let Err(error) = pods
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(%error, "cannot write the network-status annotation");
         }
     }
     let spec = pod.spec.clone().unwrap_or_default();

@@ -351,3 +351,31 @@ fn node_state(p: &Pod) -> PathBuf {
         .join("pods")
         .join(p.metadata.uid.as_ref().unwrap())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_status_is_reported_for_requested_attachments() {
+    let client = test_cluster().await.client().await;
+    let ns = TestNamespace::new(&client, "ln-nets").await;
+    let pods = create_pod(&client, &ns.name, json!({
+        "metadata": {"name": "multi", "annotations": {"k8s.v1.cni.cncf.io/networks": "internalapi, other/storage"}},
+        "spec": {"automountServiceAccountToken": false,
+                 "containers": [{"name": "c", "image": "debian", "command": ["/bin/sleep", "3600"]}]}
+    }))
+    .await;
+    let p = wait_pod(&pods, "multi", "network-status", |p| {
+        p.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("k8s.v1.cni.cncf.io/network-status"))
+    })
+    .await;
+    let status: Vec<Value> =
+        serde_json::from_str(&p.metadata.annotations.unwrap()["k8s.v1.cni.cncf.io/network-status"]).unwrap();
+    let names: Vec<&str> = status.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["local-node", &format!("{}/internalapi", ns.name), "other/storage"]
+    );
+    assert_eq!(status[1]["interface"], "net1");
+    ns.delete().await;
+}
