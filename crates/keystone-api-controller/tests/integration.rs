@@ -214,10 +214,17 @@ async fn basic_example_config_services_gates_and_ready() {
         .get(api.config_secret.as_ref().unwrap())
         .await
         .unwrap();
+    let data = sec.data.unwrap();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
     assert!(
-        String::from_utf8(sec.data.unwrap()["00-secrets.conf"].0.clone())
-            .unwrap()
-            .contains("keystone:db%27%24pw%7B%7Bx%7D%7D@openstack:3306")
+        text("00-secrets.conf").contains("mysql+pymysql://keystone@openstack:3306/keystone?"),
+        "{}",
+        text("00-secrets.conf")
+    );
+    assert!(
+        text("my.cnf").contains("password = \"db'$pw{{x}}\""),
+        "{}",
+        text("my.cnf")
     );
     let endpoints = st.api_endpoints.unwrap();
     assert_eq!(
