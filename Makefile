@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 CLUSTER ?= local
 
-.PHONY: help build release generate run test lint fmt control-plane helm chart-lint upgrade-crds cluster-up cluster-down node-up node-down clean-cache
+.PHONY: help build release generate run test e2e lint fmt control-plane helm chart-lint upgrade-crds cluster-up cluster-down node-up node-down clean-cache
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,8 +25,11 @@ run: ## Start the local control plane, install CRDs, run the controllers, apply 
 test: ## fmt check, clippy -D warnings, generated files, unit + integration tests on a real control plane
 	hack/test.sh
 
+e2e: ## End-to-end scenarios: a real Keystone on the local node (root; e2e/README.md)
+	hack/e2e.sh
+
 lint: ## clippy with -D warnings
-	cargo clippy --locked --workspace --all-targets -- -D warnings
+	cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 fmt: ## Format the code
 	cargo fmt --all

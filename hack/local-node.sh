@@ -7,6 +7,7 @@
 #   hack/local-node.sh up   [--name NAME] [--namespace NS] [--db-root-password PW]
 #   hack/local-node.sh down [--name NAME]
 #   hack/local-node.sh status [--name NAME]
+#   hack/local-node.sh address [--name NAME]   (prints the node's host address: MariaDB, memcached)
 #
 # KUBECONFIG must point at the control plane (hack/local-cluster.sh prints it). State, MariaDB's data and
 # logs live under ~/.cache/keystone-operator/node/NAME; container logs under .../NAME/logs/
@@ -28,8 +29,15 @@ while [ $# -gt 0 ]; do
 done
 CACHE=${KEYSTONE_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/keystone-operator}
 dir="$CACHE/node/$name"
-bridge=kln0
-host=10.251.0.1
+# Each named node has its own bridge and /24, so `dev` (make run) and `e2e` can run side by side:
+# dev -> kln0, 10.251.0.0/24; any other name -> kln-<name>, 10.251.<1..200>.0/24 (from a hash of the name).
+if [ "$name" = dev ]; then
+  bridge=kln0 net=10.251.0
+else
+  bridge="kln-${name:0:11}"
+  net="10.251.$(( $(printf '%s' "$name" | cksum | cut -d' ' -f1) % 200 + 1 ))"
+fi
+host="$net.1"
 log() { echo "local-node[$name]: $*" >&2; }
 
 if [ "$(id -u)" != 0 ]; then
@@ -97,19 +105,20 @@ case "$cmd" in
       for _ in $(seq 1 100); do [ -S "$dir/mysqld.sock" ] && break; sleep 0.1; done
       if [ "${fresh:-0}" = 1 ]; then
         # Pods connect from the bridge's /24 as root (the db-create Job) with the sample's root password.
-        P="$root_pw" /usr/bin/python3 - "$dir/mysqld.sock" <<'PY'
+        P="$root_pw" NET="$net" /usr/bin/python3 - "$dir/mysqld.sock" <<'PY'
 import os, sys, pymysql
 c = pymysql.connect(unix_socket=sys.argv[1], user="root", autocommit=True)
 cur = c.cursor()
 cur.execute("ALTER USER 'root'@'localhost' IDENTIFIED BY %s", (os.environ["P"],))
-cur.execute("CREATE USER IF NOT EXISTS 'root'@'10.251.0.%%' IDENTIFIED BY %s", (os.environ["P"],))
-cur.execute("GRANT ALL PRIVILEGES ON *.* TO 'root'@'10.251.0.%' WITH GRANT OPTION")
+net = os.environ["NET"]
+cur.execute("CREATE USER IF NOT EXISTS 'root'@'" + net + ".%%' IDENTIFIED BY %s", (os.environ["P"],))
+cur.execute("GRANT ALL PRIVILEGES ON *.* TO 'root'@'" + net + ".%' WITH GRANT OPTION")
 PY
       fi
       log "MariaDB on $host:3306 in $(( ($(date +%s%N) - t) / 1000000 )) ms (data: $dir/mariadb)"
     fi
     if ! alive "$dir/memcached.pid"; then
-      memcached -u root -l "$host" -p 11211 -m 64 -P "$dir/memcached.pid" -d
+      memcached -u root -l "$host" -p 11211 -m 64 -P "$dir/memcached.pid" -d -c 1024
       for _ in $(seq 1 50); do [ -s "$dir/memcached.pid" ] && break; sleep 0.1; done
       log "memcached on $host:11211"
     fi
@@ -133,6 +142,9 @@ PY
     stop_pid "$dir/memcached.pid" memcached
     stop_pid "$dir/mariadb.pid" MariaDB
     ip link del "$bridge" 2>/dev/null || true
+    ;;
+  address)
+    echo "$host"
     ;;
   status)
     for p in node mariadb memcached; do

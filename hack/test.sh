@@ -13,7 +13,7 @@ stage "cargo fmt --check"
 cargo fmt --all -- --check
 
 stage "cargo clippy -D warnings"
-cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 stage "helm and hadolint (built or fetched once, cached)"
 hack/build-helm.sh >/dev/null

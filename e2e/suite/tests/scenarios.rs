@@ -1,0 +1,117 @@
+//! The end-to-end scenarios, in order, on one KeystoneAPI (they build on each other, as a user's would).
+//! Run with `make e2e` (root: the local node). Each scenario prints its duration.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+
+use keystone_e2e::{ADMIN_PASSWORD, DB_PASSWORD, DB_ROOT_PASSWORD, Env, Keystone, NAMESPACE};
+use keystone_types::conditions;
+
+const NAME: &str = "keystone";
+
+/// Scenario 1: the seed's basic example with two replicas and hostile passwords comes up; a real client
+/// issues a token on one replica that validates on the other; the catalog matches `status.apiEndpoints`;
+/// an EC2 credential is created (scenario 7 decrypts it again).
+async fn basic_example(env: &Env) -> String {
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
+    let _ = secrets.delete("osp-secret", &DeleteParams::default()).await;
+    let osp: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "osp-secret"},
+        "stringData": {
+            "AdminPassword": ADMIN_PASSWORD,
+            "KeystoneDatabasePassword": DB_PASSWORD,
+            "DbRootPassword": DB_ROOT_PASSWORD,
+        }
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &osp).await.unwrap();
+    // The seed README's basic example, with replicas: 2.
+    let ks: keystone_types::KeystoneAPI = serde_json::from_value(json!({
+        "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI",
+        "metadata": {"name": NAME},
+        "spec": {
+            "containerImage": "quay.io/podified-antelope-centos9/openstack-keystone:current-podified",
+            "replicas": 2,
+            "secret": "osp-secret"
+        }
+    }))
+    .unwrap();
+    env.keystones().create(&PostParams::default(), &ks).await.unwrap();
+    let ks = env
+        .wait_condition(NAME, conditions::READY, "True", Duration::from_secs(300))
+        .await;
+    let ips = env.api_pod_ips(NAME).await;
+    assert_eq!(ips.len(), 2, "two API pods Ready: {ips:?}");
+    let (a, b) = (&ips[0], &ips[1]);
+
+    // The real client issues on replica A; the token validates on replica B (no cache configured:
+    // validation decrypts with B's copy of the keys).
+    let issued = env
+        .openstack(
+            &format!("http://{a}:5000/v3"),
+            ADMIN_PASSWORD,
+            &["token", "issue"],
+        )
+        .await
+        .unwrap();
+    let token = issued["id"].as_str().unwrap().to_owned();
+    let ksc = Keystone::default();
+    assert_eq!(ksc.validate(b, &token, &token, false).await.unwrap(), 200);
+
+    // The identity endpoints Keystone serves are the ones the operator published.
+    // As a client in the cluster: through the internal Service name.
+    let published = ks.status.unwrap().api_endpoints.unwrap();
+    let internal = format!("{}/v3", published.internal.clone().unwrap());
+    let endpoints = env
+        .openstack(&internal, ADMIN_PASSWORD, &["endpoint", "list"])
+        .await
+        .unwrap();
+    let url = |iface: &str| {
+        endpoints
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["Interface"] == iface && e["Service Type"] == "identity")
+            .map(|e| e["URL"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(url("public"), published.public, "{endpoints}");
+    assert_eq!(url("internal"), published.internal, "{endpoints}");
+
+    // An EC2 credential, encrypted with the credential keys.
+    let cred = env
+        .openstack(&internal, ADMIN_PASSWORD, &["ec2", "credentials", "create"])
+        .await
+        .unwrap();
+    cred["access"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access key in {cred}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keystone_lifecycle() {
+    let t = Instant::now();
+    let env = Env::start("20s").await;
+    println!("e2e: environment up in {:?}", t.elapsed());
+    // A clean slate: an earlier run's KeystoneAPI goes first.
+    let _ = env.keystones().delete(NAME, &DeleteParams::default()).await;
+    test_support::wait::until("previous KeystoneAPI gone", Duration::from_secs(60), || async {
+        match env.keystones().get_opt(NAME).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|o| o.is_some()))),
+        }
+    })
+    .await;
+
+    let t = Instant::now();
+    let access = basic_example(&env).await;
+    println!(
+        "e2e: scenario 1 (basic example, 2 replicas, real client) in {:?}; ec2 credential {access}",
+        t.elapsed()
+    );
+}
