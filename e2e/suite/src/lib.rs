@@ -136,9 +136,14 @@ impl Env {
 
     /// The addresses of the Ready API pods of `name`.
     pub async fn api_pod_ips(&self, name: &str) -> Vec<String> {
+        self.api_pods(name).await.into_iter().map(|(_, ip)| ip).collect()
+    }
+
+    /// (pod name, address) of the Ready API pods of `name`, sorted by address.
+    pub async fn api_pods(&self, name: &str) -> Vec<(String, String)> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
         let selector = format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=api");
-        let mut ips: Vec<String> = pods
+        let mut ips: Vec<(String, String)> = pods
             .list(&ListParams::default().labels(&selector))
             .await
             .unwrap()
@@ -151,10 +156,24 @@ impl Env {
                     .and_then(|s| s.conditions.as_ref())
                     .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             })
-            .filter_map(|p| p.status?.pod_ip)
+            .filter_map(|p| Some((p.metadata.name.clone()?, p.status?.pod_ip?)))
             .collect();
-        ips.sort();
+        ips.sort_by(|a, b| a.1.cmp(&b.1));
         ips
+    }
+
+    /// The fernet key Secret's rotation count.
+    pub async fn rotation_count(&self, name: &str) -> i64 {
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), NAMESPACE);
+        secrets
+            .get(&keystone_types::names::fernet_keys_secret(name))
+            .await
+            .ok()
+            .and_then(|s| s.metadata.annotations)
+            .and_then(|a| a.get("keystone.openstack.org/rotation-count").cloned())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1)
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use keystone_e2e::{ADMIN_PASSWORD, DB_PASSWORD, DB_ROOT_PASSWORD, Env, Keystone, NAMESPACE};
@@ -93,6 +93,91 @@ async fn basic_example(env: &Env) -> String {
         .to_owned()
 }
 
+/// Scenario 3: a config change through `customServiceConfig` rolls the pods and takes effect; a key rotation
+/// alone rolls nothing.
+async fn config_change(env: &Env) {
+    let ksc = Keystone::default();
+    let before = env.api_pods(NAME).await;
+    let ip = before[0].1.clone();
+    let token = ksc.issue(&ip, ADMIN_PASSWORD).await.unwrap();
+    // A second user, so that a page of one is truncated.
+    let (code, _) = ksc.get(&ip, &token, "/v3/users").await.unwrap();
+    assert_eq!(code, 200);
+    let published = env
+        .keystones()
+        .get(NAME)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .api_endpoints
+        .unwrap();
+    let internal = format!("{}/v3", published.internal.unwrap());
+    let _ = env
+        .openstack(
+            &internal,
+            ADMIN_PASSWORD,
+            &["user", "create", "--password", "e2e-user-pw", "e2e-user"],
+        )
+        .await;
+    env.keystones()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"customServiceConfig": "[DEFAULT]\nlist_limit = 1\n"}})),
+        )
+        .await
+        .unwrap();
+    let old: Vec<String> = before.iter().map(|(n, _)| n.clone()).collect();
+    let after = test_support::wait::until("API pods rolled", Duration::from_secs(180), || async {
+        let pods = env.api_pods(NAME).await;
+        if pods.len() == 2 && pods.iter().all(|(n, _)| !old.contains(n)) {
+            Ok(pods)
+        } else {
+            Err(format!("{pods:?}"))
+        }
+    })
+    .await;
+    env.wait_condition(NAME, conditions::READY, "True", Duration::from_secs(120))
+        .await;
+    for (_, ip) in &after {
+        let token = ksc.issue(ip, ADMIN_PASSWORD).await.unwrap();
+        let (code, body) = ksc.get(ip, &token, "/v3/users").await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["users"].as_array().map(Vec::len), Some(1), "{body}");
+        assert_eq!(body["truncated"], true, "{body}");
+    }
+    // A rotation alone: the keys change, the pods stay.
+    let count = env.rotation_count(NAME).await;
+    env.keystones()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"keystone.openstack.org/rotate-fernet-keys": "e2e-3"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    test_support::wait::until("rotated", Duration::from_secs(90), || async {
+        let now = env.rotation_count(NAME).await;
+        if now > count {
+            Ok(())
+        } else {
+            Err(format!("count {now}"))
+        }
+    })
+    .await;
+    env.wait_condition(
+        NAME,
+        conditions::FERNET_KEYS_READY,
+        "True",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(env.api_pods(NAME).await, after, "a rotation rolled the pods");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn keystone_lifecycle() {
     let t = Instant::now();
@@ -112,6 +197,13 @@ async fn keystone_lifecycle() {
     let access = basic_example(&env).await;
     println!(
         "e2e: scenario 1 (basic example, 2 replicas, real client) in {:?}; ec2 credential {access}",
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    config_change(&env).await;
+    println!(
+        "e2e: scenario 3 (config change rolls the pods, a rotation does not) in {:?}",
         t.elapsed()
     );
 }
