@@ -178,6 +178,96 @@ async fn config_change(env: &Env) {
     assert_eq!(env.api_pods(NAME).await, after, "a rotation rolled the pods");
 }
 
+/// Whether MariaDB on the node accepts `keystone` with `password` (PyMySQL from the host, UTF-8 bytes).
+fn database_accepts(password: &str) -> bool {
+    let host = String::from_utf8(
+        std::process::Command::new(test_support::cluster::repo_root().join("hack/local-node.sh"))
+            .args(["address", "--name", keystone_e2e::NODE])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import os, pymysql; pymysql.connect(host=os.environ['H'], user='keystone', \
+             password=os.environ['P'].encode(), database='keystone').close()",
+        ])
+        .env("H", host.trim())
+        .env("P", password)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+async fn set_password(env: &Env, key: &str, value: &str) {
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
+    secrets
+        .patch(
+            "osp-secret",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {key: value}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Scenario 4: a new admin password in the Secret re-runs bootstrap (the new one authenticates, the old does
+/// not); a new database password is applied to the database, then the pods roll onto it.
+async fn password_changes(env: &Env) {
+    let ksc = Keystone::default();
+    const NEW_ADMIN: &str = "new-adm$'\"{{a}}%";
+    set_password(env, "AdminPassword", NEW_ADMIN).await;
+    let ip = env.api_pod_ips(NAME).await[0].clone();
+    test_support::wait::until(
+        "the new admin password authenticates",
+        Duration::from_secs(120),
+        || async { ksc.issue(&ip, NEW_ADMIN).await.map(|_| ()) },
+    )
+    .await;
+    let old = ksc.issue(&ip, ADMIN_PASSWORD).await;
+    assert!(
+        old.as_ref().is_err_and(|e| e.contains("401")),
+        "the old admin password still works: {old:?}"
+    );
+    env.wait_condition(NAME, conditions::READY, "True", Duration::from_secs(60))
+        .await;
+
+    const NEW_DB: &str = "new-db$'\"`{{b}}%";
+    assert!(database_accepts(DB_PASSWORD));
+    let before: Vec<String> = env.api_pods(NAME).await.into_iter().map(|(n, _)| n).collect();
+    set_password(env, "KeystoneDatabasePassword", NEW_DB).await;
+    let after = test_support::wait::until(
+        "API pods rolled onto the new password",
+        Duration::from_secs(180),
+        || async {
+            let pods = env.api_pods(NAME).await;
+            if pods.len() == 2 && pods.iter().all(|(n, _)| !before.contains(n)) {
+                Ok(pods)
+            } else {
+                Err(format!("{pods:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        database_accepts(NEW_DB),
+        "the database does not take the new password"
+    );
+    assert!(
+        !database_accepts(DB_PASSWORD),
+        "the database still takes the old password"
+    );
+    for (_, ip) in &after {
+        // Issuing reads the database: the new pods connect with the new password.
+        ksc.issue(ip, NEW_ADMIN).await.unwrap();
+    }
+    env.wait_condition(NAME, conditions::READY, "True", Duration::from_secs(60))
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn keystone_lifecycle() {
     let t = Instant::now();
@@ -204,6 +294,13 @@ async fn keystone_lifecycle() {
     config_change(&env).await;
     println!(
         "e2e: scenario 3 (config change rolls the pods, a rotation does not) in {:?}",
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    password_changes(&env).await;
+    println!(
+        "e2e: scenario 4 (admin and database password changes) in {:?}",
         t.elapsed()
     );
 }
