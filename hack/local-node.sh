@@ -92,6 +92,15 @@ case "$cmd" in
     ip -4 addr show dev "$bridge" | grep -q "$host/24" || ip addr add "$host/24" dev "$bridge"
     ip link set "$bridge" up
 
+    # The database belongs to one control plane: Keystone's rows (credentials encrypted with that control
+    # plane's credential-key Secret, users, the catalog) mean nothing to a new one, whose etcd starts empty.
+    cluster_id=$(kubectl_ get namespace kube-system -o jsonpath='{.metadata.uid}')
+    if [ -f "$dir/cluster-id" ] && [ "$(cat "$dir/cluster-id")" != "$cluster_id" ]; then
+      log "new control plane: starting from an empty database"
+      stop_pid "$dir/mariadb.pid" MariaDB
+      rm -rf "$dir/mariadb"
+    fi
+    echo "$cluster_id" >"$dir/cluster-id"
     if ! alive "$dir/mariadb.pid"; then
       t=$(date +%s%N)
       if [ ! -d "$dir/mariadb/mysql" ]; then

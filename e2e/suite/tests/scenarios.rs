@@ -13,6 +13,8 @@ use keystone_e2e::{ADMIN_PASSWORD, DB_PASSWORD, DB_ROOT_PASSWORD, Env, Keystone,
 use keystone_types::conditions;
 
 const NAME: &str = "keystone";
+const NEW_ADMIN_PASSWORD: &str = "new-adm$'\"{{a}}%";
+const NEW_DB_PASSWORD: &str = "new-db$'\"`{{b}}%";
 
 /// Scenario 1: the seed's basic example with two replicas and hostile passwords comes up; a real client
 /// issues a token on one replica that validates on the other; the catalog matches `status.apiEndpoints`;
@@ -218,7 +220,7 @@ async fn set_password(env: &Env, key: &str, value: &str) {
 /// not); a new database password is applied to the database, then the pods roll onto it.
 async fn password_changes(env: &Env) {
     let ksc = Keystone::default();
-    const NEW_ADMIN: &str = "new-adm$'\"{{a}}%";
+    const NEW_ADMIN: &str = NEW_ADMIN_PASSWORD;
     set_password(env, "AdminPassword", NEW_ADMIN).await;
     let ip = env.api_pod_ips(NAME).await[0].clone();
     test_support::wait::until(
@@ -235,7 +237,7 @@ async fn password_changes(env: &Env) {
     env.wait_condition(NAME, conditions::READY, "True", Duration::from_secs(60))
         .await;
 
-    const NEW_DB: &str = "new-db$'\"`{{b}}%";
+    const NEW_DB: &str = NEW_DB_PASSWORD;
     assert!(database_accepts(DB_PASSWORD));
     let before: Vec<String> = env.api_pods(NAME).await.into_iter().map(|(n, _)| n).collect();
     set_password(env, "KeystoneDatabasePassword", NEW_DB).await;
@@ -266,6 +268,96 @@ async fn password_changes(env: &Env) {
     }
     env.wait_condition(NAME, conditions::READY, "True", Duration::from_secs(60))
         .await;
+}
+
+/// Scenario 7: deleting the KeystoneAPI removes every child it owns, while the database and the credential
+/// keys stay; re-created, Keystone decrypts the EC2 credential made in scenario 1 with the kept keys.
+async fn delete_and_recreate(env: &Env, access: &str, admin_password: &str, db_password: &str) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
+    let cred_name = keystone_types::names::credential_keys_secret(NAME);
+    let cred_before = secrets.get(&cred_name).await.unwrap().data;
+    let spec = env.keystones().get(NAME).await.unwrap().spec;
+    env.keystones()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .unwrap();
+    let selector = format!("app.kubernetes.io/instance={NAME}");
+    let lp = kube::api::ListParams::default().labels(&selector);
+    test_support::wait::until(
+        "owned children garbage-collected",
+        Duration::from_secs(120),
+        || async {
+            let ns = NAMESPACE;
+            let c = env.client.clone();
+            let left = [
+                Api::<Deployment>::namespaced(c.clone(), ns)
+                    .list(&lp)
+                    .await
+                    .map(|l| l.items.len()),
+                Api::<Service>::namespaced(c.clone(), ns)
+                    .list(&lp)
+                    .await
+                    .map(|l| l.items.len()),
+                Api::<ConfigMap>::namespaced(c.clone(), ns)
+                    .list(&lp)
+                    .await
+                    .map(|l| l.items.len()),
+                Api::<Job>::namespaced(c.clone(), ns)
+                    .list(&lp)
+                    .await
+                    .map(|l| l.items.len()),
+                secrets
+                    .get_opt(&keystone_types::names::fernet_keys_secret(NAME))
+                    .await
+                    .map(|s| usize::from(s.is_some())),
+                env.keystones()
+                    .get_opt(NAME)
+                    .await
+                    .map(|k| usize::from(k.is_some())),
+            ];
+            let left: Vec<usize> = left.into_iter().map(|r| r.unwrap_or(1)).collect();
+            if left.iter().all(|n| *n == 0) {
+                Ok(())
+            } else {
+                Err(format!("left: {left:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        secrets.get(&cred_name).await.unwrap().data,
+        cred_before,
+        "the credential keys must survive the KeystoneAPI"
+    );
+    assert!(
+        database_accepts(db_password),
+        "the database went with the KeystoneAPI"
+    );
+
+    let ks = keystone_types::KeystoneAPI::new(NAME, spec);
+    env.keystones().create(&PostParams::default(), &ks).await.unwrap();
+    let ks = env
+        .wait_condition(NAME, conditions::READY, "True", Duration::from_secs(300))
+        .await;
+    let internal = format!(
+        "{}/v3",
+        ks.status.unwrap().api_endpoints.unwrap().internal.unwrap()
+    );
+    let creds = env
+        .openstack(&internal, admin_password, &["ec2", "credentials", "list"])
+        .await
+        .unwrap();
+    let found = creds
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Access"] == access)
+        .unwrap_or_else(|| panic!("credential {access} not listed: {creds}"));
+    // Listing decrypts the blob: the secret is there only if the kept keys still decrypt it.
+    assert!(found["Secret"].as_str().is_some_and(|s| s.len() >= 16), "{found}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -301,6 +393,13 @@ async fn keystone_lifecycle() {
     password_changes(&env).await;
     println!(
         "e2e: scenario 4 (admin and database password changes) in {:?}",
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    delete_and_recreate(&env, &access, NEW_ADMIN_PASSWORD, NEW_DB_PASSWORD).await;
+    println!(
+        "e2e: scenario 7 (delete keeps the database and credential keys; re-created, credentials decrypt) in {:?}",
         t.elapsed()
     );
 }
