@@ -5,15 +5,15 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use serde_json::json;
 
 use keystone_types::{KeystoneAPI, conditions};
 use test_support::binary::sibling;
+use test_support::keystone;
 use test_support::pods::{Outcome, PodDriver};
-use test_support::process::ControllerProcess;
+use test_support::process::{ControllerProcess, fast_leader_election};
 use test_support::{TestNamespace, test_cluster, wait};
 
 const DB: &str = env!("CARGO_BIN_EXE_keystone-db-controller");
@@ -27,17 +27,8 @@ async fn standby_adopts_the_running_job_instead_of_duplicating_it() {
     let cluster = test_cluster().await;
     let client = cluster.client().await;
     let ns = TestNamespace::new(&client, "db-ha").await;
-    let election = [
-        "--leader-elect",
-        "--leader-election-namespace",
-        ns.name.as_str(),
-        "--leader-election-lease-duration",
-        "4s",
-        "--leader-election-renew-deadline",
-        "3s",
-        "--leader-election-retry-period",
-        "500ms",
-    ];
+    let election = fast_leader_election(&ns.name);
+    let election: Vec<&str> = election.iter().map(String::as_str).collect();
     let mut procs = Vec::new();
     for _ in 0..2 {
         let mut p = ControllerProcess::start(DB, cluster, Some(&ns.name), &election);
@@ -52,20 +43,9 @@ async fn standby_adopts_the_running_job_instead_of_duplicating_it() {
         others.push(p);
     }
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    let osp: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "osp-secret"},
-        "stringData": {"AdminPassword": "a", "KeystoneDatabasePassword": "b", "DbRootPassword": "c"},
-    }))
-    .unwrap();
-    secrets.create(&PostParams::default(), &osp).await.unwrap();
+    keystone::create_osp_secret(&client, &ns.name, "a", "b", "c").await;
+    keystone::create(&client, &ns.name, "keystone", json!({"replicas": 0})).await;
     let keystones: Api<KeystoneAPI> = Api::namespaced(client.clone(), &ns.name);
-    let ks: KeystoneAPI = serde_json::from_value(json!({
-        "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI",
-        "metadata": {"name": "keystone"}, "spec": {"replicas": 0}
-    }))
-    .unwrap();
-    keystones.create(&PostParams::default(), &ks).await.unwrap();
 
     // The first Job exists (its pod not run yet): kill whoever created it.
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
@@ -107,21 +87,7 @@ async fn standby_adopts_the_running_job_instead_of_duplicating_it() {
             .await
             .map_err(|e| e.to_string())?;
         let ks = keystones.get("keystone").await.map_err(|e| e.to_string())?;
-        let conds = ks.status.and_then(|s| s.conditions).unwrap_or_default();
-        if conds
-            .iter()
-            .any(|c| c.type_ == conditions::BOOTSTRAP_READY && c.status == "True")
-        {
-            Ok(())
-        } else {
-            Err(format!(
-                "{:?}",
-                conds
-                    .iter()
-                    .map(|c| (&c.type_, &c.status, &c.message))
-                    .collect::<Vec<_>>()
-            ))
-        }
+        keystone::condition_is(&ks, conditions::BOOTSTRAP_READY, "True")
     })
     .await;
     for component in ["db-create", "db-sync", "bootstrap"] {

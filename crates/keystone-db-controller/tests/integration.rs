@@ -90,17 +90,8 @@ impl Env {
     /// Drives Job pods to `job_outcome` and API pods to Ready until `type_` is `status`.
     async fn drive_until(&self, type_: &str, status: &str, job_outcome: Outcome) -> String {
         wait::until(&format!("{type_}={status}"), Duration::from_secs(90), || async {
-            for c in ["db-create", "db-sync", "bootstrap"] {
-                self.driver
-                    .drive_pending(&format!("app.kubernetes.io/component={c}"), job_outcome)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
             self.driver
-                .drive_pending(
-                    "app.kubernetes.io/component=api",
-                    Outcome::Running { ready: true },
-                )
+                .drive_keystone(job_outcome)
                 .await
                 .map_err(|e| e.to_string())?;
             match self.condition(type_).await {

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use common::{BINARY, Env, rotation_count};
 use keystone_types::conditions;
-use test_support::process::ControllerProcess;
+use test_support::process::{ControllerProcess, fast_leader_election};
 use test_support::{test_cluster, wait};
 
 const ROTATE: &str = "keystone.openstack.org/rotate-fernet-keys";
@@ -27,24 +27,10 @@ fn metric(page: &str, name: &str) -> Option<f64> {
 
 async fn start(env: &Env) -> ControllerProcess {
     let ns = env.ns.name.as_str();
-    let mut p = ControllerProcess::start(
-        BINARY,
-        test_cluster().await,
-        Some(ns),
-        &[
-            "--min-rotation-interval",
-            "1s",
-            "--leader-elect",
-            "--leader-election-namespace",
-            ns,
-            "--leader-election-lease-duration",
-            "4s",
-            "--leader-election-renew-deadline",
-            "3s",
-            "--leader-election-retry-period",
-            "500ms",
-        ],
-    );
+    let mut args = vec!["--min-rotation-interval".to_owned(), "1s".to_owned()];
+    args.extend(fast_leader_election(ns));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut p = ControllerProcess::start(BINARY, test_cluster().await, Some(ns), &args);
     // Standbys are Ready too (CRD established), or rollouts with several replicas would never finish.
     p.wait_ready().await;
     p

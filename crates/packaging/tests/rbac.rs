@@ -19,6 +19,7 @@ use keystone_types::{KeystoneAPI, conditions, names};
 use packaging::{chart_dir, helm, run};
 use test_support::binary::sibling;
 use test_support::cluster::Cluster;
+use test_support::keystone;
 use test_support::pods::{Outcome, PodDriver};
 use test_support::process::ControllerProcess;
 use test_support::{TestNamespace, test_cluster, wait};
@@ -95,19 +96,9 @@ async fn helm_install_then_each_controller_reconciles_with_only_its_service_acco
 
     // A full reconcile: the seed's Secret and a KeystoneAPI, Jobs and API pods played by the driver.
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &watched.name);
-    let osp: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "osp-secret"},
-        "stringData": {"AdminPassword": "admin-pw", "KeystoneDatabasePassword": "db-pw", "DbRootPassword": "root-pw"},
-    }))
-    .unwrap();
-    secrets.create(&PostParams::default(), &osp).await.unwrap();
+    keystone::create_osp_secret(&admin, &watched.name, "admin-pw", "db-pw", "root-pw").await;
+    keystone::create(&admin, &watched.name, "keystone", json!({"replicas": 2})).await;
     let keystones: Api<KeystoneAPI> = Api::namespaced(admin.clone(), &watched.name);
-    let ks: KeystoneAPI = serde_json::from_value(json!({
-        "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI",
-        "metadata": {"name": "keystone"}, "spec": {"replicas": 2}
-    }))
-    .unwrap();
-    keystones.create(&PostParams::default(), &ks).await.unwrap();
     let driver = PodDriver::new(&admin, &watched.name);
     wait::until("KeystoneAPI Ready", Duration::from_secs(120), || async {
         driver
@@ -115,17 +106,7 @@ async fn helm_install_then_each_controller_reconciles_with_only_its_service_acco
             .await
             .map_err(|e| e.to_string())?;
         let ks = keystones.get("keystone").await.map_err(|e| e.to_string())?;
-        let conds = ks.status.and_then(|s| s.conditions).unwrap_or_default();
-        match conds.iter().find(|c| c.type_ == conditions::READY) {
-            Some(c) if c.status == "True" => Ok(()),
-            _ => Err(format!(
-                "{:?}",
-                conds
-                    .iter()
-                    .map(|c| (&c.type_, &c.status, &c.message))
-                    .collect::<Vec<_>>()
-            )),
-        }
+        keystone::condition_is(&ks, conditions::READY, "True")
     })
     .await;
     // Everything the controllers make exists: PDB (replicas 2), CronJob, keys.

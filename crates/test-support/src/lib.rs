@@ -8,6 +8,7 @@
 pub mod binary;
 pub mod cluster;
 pub mod http;
+pub mod keystone;
 pub mod mariadb;
 pub mod pods;
 pub mod process;

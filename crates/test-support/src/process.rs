@@ -13,6 +13,24 @@ use tokio::process::{Child, Command};
 use crate::cluster::Cluster;
 use crate::{http, wait};
 
+/// Leader-election flags with short timings (lease 4s, renew deadline 3s, retry 500ms) and the Lease in
+/// `namespace`, for tests that kill or outlive a leader.
+pub fn fast_leader_election(namespace: &str) -> Vec<String> {
+    [
+        "--leader-elect",
+        "--leader-election-namespace",
+        namespace,
+        "--leader-election-lease-duration",
+        "4s",
+        "--leader-election-renew-deadline",
+        "3s",
+        "--leader-election-retry-period",
+        "500ms",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// A running controller process.
 pub struct ControllerProcess {
     child: Child,

@@ -30,17 +30,8 @@ async fn table(client: &Client) -> Table {
     let slices: Api<EndpointSlice> = Api::all(client.clone());
     if let Ok(list) = slices.list(&ListParams::default()).await {
         for s in list {
-            let Some(svc) = s.labels().get("kubernetes.io/service-name").cloned() else {
-                continue;
-            };
-            let ns = s.namespace().unwrap_or_default();
-            let ready = s
-                .endpoints
-                .iter()
-                .flatten()
-                .find(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true));
-            if let Some(addr) = ready.and_then(|e| e.addresses.first()) {
-                t.entry((ns, svc)).or_insert_with(|| addr.clone());
+            if let Some((svc, addr)) = ready_endpoint(&s) {
+                t.entry((s.namespace().unwrap_or_default(), svc)).or_insert(addr);
             }
         }
     }
@@ -48,6 +39,18 @@ async fn table(client: &Client) -> Table {
         *guard = Some((Instant::now(), t.clone()));
     }
     t
+}
+
+/// The Service an EndpointSlice belongs to and the address of its first ready endpoint (an endpoint without
+/// a `ready` condition counts as ready, as the API defines).
+pub fn ready_endpoint(slice: &EndpointSlice) -> Option<(String, String)> {
+    let svc = slice.labels().get("kubernetes.io/service-name")?.clone();
+    let ready = slice
+        .endpoints
+        .iter()
+        .flatten()
+        .find(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))?;
+    Some((svc, ready.addresses.first()?.clone()))
 }
 
 /// Writes the pod's hosts file.

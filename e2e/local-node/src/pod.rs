@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -569,7 +569,13 @@ impl Worker {
         Ok(s)
     }
 
-    async fn start_container(&mut self, pod: &Pod, index: usize, init: bool) -> Result<(), (String, String)> {
+    async fn start_container(
+        &mut self,
+        pod: &Pod,
+        sources: &Sources,
+        index: usize,
+        init: bool,
+    ) -> Result<(), (String, String)> {
         let spec = pod.spec.clone().unwrap_or_default();
         let c = if init {
             spec.init_containers.clone().unwrap_or_default()[index].clone()
@@ -578,8 +584,7 @@ impl Worker {
         };
         let image = c.image.clone().unwrap_or_default();
         let standin = self.cfg.standin_images.iter().any(|i| image.contains(i.as_str()));
-        let sources = self.sources(pod).await;
-        let envs = env::resolve(pod, &c, &sources, &self.address.to_string(), &self.cfg.name)
+        let envs = env::resolve(pod, &c, sources, &self.address.to_string(), &self.cfg.name)
             .map_err(|m| ("CreateContainerConfigError".to_owned(), m))?;
         let mut argv: Vec<String> = c.command.clone().unwrap_or_default();
         argv.extend(c.args.clone().unwrap_or_default());
@@ -787,7 +792,7 @@ impl Worker {
                     break;
                 }
                 if !failed || self.backoff_elapsed(true, i) {
-                    if let Err((reason, msg)) = self.start_container(pod, i, true).await {
+                    if let Err((reason, msg)) = self.start_container(pod, &sources, i, true).await {
                         self.init[i].waiting = Some((reason, msg));
                     } else if failed {
                         self.init[i].restarts += 1;
@@ -819,7 +824,7 @@ impl Worker {
                 if is_restart && !self.backoff_elapsed(false, i) {
                     continue;
                 }
-                match self.start_container(pod, i, false).await {
+                match self.start_container(pod, &sources, i, false).await {
                     Ok(()) if is_restart => self.containers[i].restarts += 1,
                     Ok(()) => {}
                     Err((reason, msg)) => self.containers[i].waiting = Some((reason, msg)),
@@ -1112,9 +1117,4 @@ fn signal_group(pid: u32, signal: &str) {
     let _ = std::process::Command::new("kill")
         .args([format!("-{signal}"), "--".into(), format!("-{pid}")])
         .status();
-}
-
-/// Removes a pod's leftover state directory (after a node restart).
-pub fn remove_state(dir: &Path) {
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -115,21 +115,7 @@ impl Env {
         let api = self.keystones();
         wait::until(&format!("{name} {type_}={status}"), timeout, || async {
             let ks = api.get(name).await.map_err(|e| e.to_string())?;
-            let conds = ks
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.clone())
-                .unwrap_or_default();
-            match conds.iter().find(|c| c.type_ == type_) {
-                Some(c) if c.status == status && c.observed_generation == ks.metadata.generation => Ok(ks),
-                _ => Err(format!(
-                    "{:?}",
-                    conds
-                        .iter()
-                        .map(|c| (&c.type_, &c.status, &c.message))
-                        .collect::<Vec<_>>()
-                )),
-            }
+            test_support::keystone::condition_is(&ks, type_, status).map(|()| ks)
         })
         .await
     }
@@ -192,20 +178,7 @@ impl Env {
             .await
             .map_err(|e| e.to_string())?
         {
-            let Some(svc) = s
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"))
-            else {
-                continue;
-            };
-            let ready = s
-                .endpoints
-                .iter()
-                .flatten()
-                .find(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true));
-            if let Some(addr) = ready.and_then(|e| e.addresses.first()) {
+            if let Some((svc, addr)) = keystone_local_node::hosts::ready_endpoint(&s) {
                 text.push_str(&format!(
                     "{addr} {svc}.{NAMESPACE}.svc {svc}.{NAMESPACE}.svc.cluster.local\n"
                 ));

@@ -22,28 +22,26 @@ const NEW_DB_PASSWORD: &str = "new-db$'\"`{{b}}%";
 async fn basic_example(env: &Env) -> String {
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
     let _ = secrets.delete("osp-secret", &DeleteParams::default()).await;
-    let osp: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "osp-secret"},
-        "stringData": {
-            "AdminPassword": ADMIN_PASSWORD,
-            "KeystoneDatabasePassword": DB_PASSWORD,
-            "DbRootPassword": DB_ROOT_PASSWORD,
-        }
-    }))
-    .unwrap();
-    secrets.create(&PostParams::default(), &osp).await.unwrap();
+    test_support::keystone::create_osp_secret(
+        &env.client,
+        NAMESPACE,
+        ADMIN_PASSWORD,
+        DB_PASSWORD,
+        DB_ROOT_PASSWORD,
+    )
+    .await;
     // The seed README's basic example, with replicas: 2.
-    let ks: keystone_types::KeystoneAPI = serde_json::from_value(json!({
-        "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI",
-        "metadata": {"name": NAME},
-        "spec": {
+    test_support::keystone::create(
+        &env.client,
+        NAMESPACE,
+        NAME,
+        json!({
             "containerImage": "quay.io/podified-antelope-centos9/openstack-keystone:current-podified",
             "replicas": 2,
             "secret": "osp-secret"
-        }
-    }))
-    .unwrap();
-    env.keystones().create(&PostParams::default(), &ks).await.unwrap();
+        }),
+    )
+    .await;
     let ks = env
         .wait_condition(NAME, conditions::READY, "True", Duration::from_secs(300))
         .await;
