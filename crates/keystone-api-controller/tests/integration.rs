@@ -299,6 +299,14 @@ async fn basic_example_config_services_gates_and_ready() {
             .iter()
             .all(|m| m.sub_path.is_none())
     );
+    // A deleted pod keeps serving while it leaves the endpoints (the apiserver keeps the sleep action).
+    let pre_stop = pod.containers[0]
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .and_then(|h| h.sleep.as_ref())
+        .map(|s| s.seconds);
+    assert_eq!(pre_stop, Some(5));
 
     // managedFields: this controller owns only its own status rows.
     let mine = ks

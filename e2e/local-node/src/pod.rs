@@ -1,7 +1,7 @@
 //! One pod on the node, from bind to deletion: network namespace, volumes, `/etc/hosts`, containers (init
 //! containers in order, then the rest together) as real processes in a private mount namespace, probes,
-//! restarts per `restartPolicy`, Secret/ConfigMap refresh (with an optional per-pod lag), and the pod's
-//! status, reported the way a kubelet reports it.
+//! restarts per `restartPolicy`, Secret/ConfigMap refresh (with an optional per-pod lag), `preStop` sleep
+//! hooks and the grace period on deletion, and the pod's status, reported the way a kubelet reports it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -214,7 +214,15 @@ pub async fn run(
         .or(spec.termination_grace_period_seconds)
         .unwrap_or(30)
         .clamp(0, 30) as u64;
-    worker.stop_all(Duration::from_secs(grace)).await;
+    // preStop `sleep` hooks run first, inside the grace period, as the kubelet runs them before SIGTERM: the
+    // pod keeps serving while the endpoint controllers take it out of its Services.
+    let grace = Duration::from_secs(grace);
+    let pre_stop = pre_stop_sleep(&spec).min(grace);
+    if !pre_stop.is_zero() && worker.containers.iter().any(|c| c.child.is_some()) {
+        tracing::info!(pod = %format!("{ns}/{name}"), seconds = pre_stop.as_secs(), "preStop sleep");
+        tokio::time::sleep(pre_stop).await;
+    }
+    worker.stop_all(grace.saturating_sub(pre_stop)).await;
     if let Some(net) = worker.net.take() {
         net.remove();
     }
@@ -252,6 +260,16 @@ struct Worker {
 
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The longest `lifecycle.preStop.sleep` of the pod's containers (other hook kinds are not supported).
+fn pre_stop_sleep(spec: &k8s_openapi::api::core::v1::PodSpec) -> Duration {
+    spec.containers
+        .iter()
+        .filter_map(|c| c.lifecycle.as_ref()?.pre_stop.as_ref()?.sleep.as_ref())
+        .map(|s| Duration::from_secs(u64::try_from(s.seconds).unwrap_or(0)))
+        .max()
+        .unwrap_or_default()
 }
 
 fn parse_lag(pod: &Pod) -> Duration {

@@ -99,6 +99,20 @@ impl Env {
         self.controllers.push(p);
     }
 
+    /// SIGKILLs controller `c` (api, fernet, db), as a crash or an OOM kill would, and starts it again;
+    /// returns once the new process is ready.
+    pub async fn crash_and_restart(&mut self, c: &str, min_rotation_interval: &str) {
+        let i = ["api", "fernet", "db"]
+            .iter()
+            .position(|n| *n == c)
+            .expect("a controller name");
+        let old = self.controllers.remove(i);
+        let _ = old.crash().await;
+        self.start_controller(c, min_rotation_interval).await;
+        let p = self.controllers.pop().expect("started");
+        self.controllers.insert(i, p);
+    }
+
     /// The KeystoneAPI API of the namespace.
     pub fn keystones(&self) -> Api<KeystoneAPI> {
         Api::namespaced(self.client.clone(), NAMESPACE)
@@ -227,6 +241,17 @@ impl Env {
     }
 }
 
+/// An error with its causes (reqwest's own message hides them: "error sending request for url").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
+}
+
 /// A small Keystone client over HTTP, for request volume the CLI's Python start-up cannot sustain.
 #[derive(Clone)]
 pub struct Keystone {
@@ -236,8 +261,11 @@ pub struct Keystone {
 impl Default for Keystone {
     fn default() -> Self {
         Self {
+            // Idle connections are dropped before the server's keep-alive timeout (httpd 5 s, the stand-in's
+            // uWSGI 4 s), as a well-behaved client does: reusing one the server is closing fails the request.
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .unwrap(),
         }
@@ -259,7 +287,7 @@ impl Keystone {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| format!("issue on {ip}: {e}"))?;
+            .map_err(|e| format!("issue on {ip}: {}", chain(&e)))?;
         if r.status().as_u16() != 201 {
             return Err(format!("issue on {ip}: HTTP {}", r.status()));
         }
@@ -290,7 +318,7 @@ impl Keystone {
             .header("X-Subject-Token", subject)
             .send()
             .await
-            .map_err(|e| format!("validate on {ip}: {e}"))?;
+            .map_err(|e| format!("validate on {ip}: {}", chain(&e)))?;
         Ok(r.status().as_u16())
     }
 
@@ -302,9 +330,235 @@ impl Keystone {
             .header("X-Auth-Token", token)
             .send()
             .await
-            .map_err(|e| format!("GET {path} on {ip}: {e}"))?;
+            .map_err(|e| format!("GET {path} on {ip}: {}", chain(&e)))?;
         let status = r.status().as_u16();
         let body = r.text().await.map_err(|e| e.to_string())?;
         Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
     }
+}
+
+/// The node's host address (MariaDB and memcached listen there).
+pub fn node_address() -> String {
+    let out = Command::new(repo_root().join("hack/local-node.sh"))
+        .args(["address", "--name", NODE])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "local-node.sh address failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Empties the node's memcached (`flush_all`): the next validation on any replica decrypts the token.
+pub async fn flush_memcached() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect((node_address().as_str(), 11211))
+        .await
+        .expect("memcached");
+    s.write_all(b"flush_all\r\n").await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("memcached answers flush_all")
+        .unwrap();
+    assert_eq!(&buf[..n], b"OK\r\n", "flush_all");
+}
+
+/// The node's state directory for the e2e node (as `hack/local-node.sh` places it).
+fn node_state_dir() -> std::path::PathBuf {
+    let cache = std::env::var_os("KEYSTONE_OPERATOR_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| std::path::PathBuf::from(d).join("keystone-operator"))
+        })
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/keystone-operator")
+        });
+    cache.join("node").join(NODE).join("state")
+}
+
+/// The files a pod currently sees in volume `volume` (name → content), read from the node's pod directory:
+/// what the container reads, including any refresh lag.
+pub fn pod_volume(uid: &str, volume: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let dir = node_state_dir()
+        .join("pods")
+        .join(uid)
+        .join("volumes")
+        .join(volume);
+    let mut files = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("..") {
+            continue;
+        }
+        if let Ok(content) = std::fs::read(entry.path()) {
+            files.insert(name, content);
+        }
+    }
+    files
+}
+
+/// Where the load sends its requests.
+#[derive(Clone, Debug)]
+pub enum Targets {
+    /// These pod addresses, all of them for every check (every replica must answer).
+    Pods(Vec<String>),
+    /// The ready endpoints of this Service at the time of each request, as a client going through the
+    /// Service would reach them.
+    Service(String),
+}
+
+/// What a load run did.
+#[derive(Clone, Debug, Default)]
+pub struct LoadStats {
+    /// Tokens issued.
+    pub issued: u64,
+    /// Successful validations.
+    pub validated: u64,
+    /// Successful validations of a token issued before at least one rotation since (per `rotation`).
+    pub validated_across_rotations: u64,
+    /// Every failed request, with the time since the start.
+    pub failures: Vec<String>,
+}
+
+/// Continuous token traffic from `workers` concurrent clients: each round issues a token (round-robin over the
+/// targets) and validates it and two older, still unexpired tokens on every target (Pods) or on the ready
+/// endpoints (Service). Runs until stopped, bounded by `max_duration`.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stats: std::sync::Arc<std::sync::Mutex<LoadStats>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the load. `rotation` is read to count validations across rotations; `token_lifetime` bounds
+    /// which older tokens are still expected to validate (with a margin).
+    pub fn start(
+        client: Client,
+        targets: Targets,
+        password: String,
+        rotation: std::sync::Arc<std::sync::atomic::AtomicI64>,
+        token_lifetime: Duration,
+        max_duration: Duration,
+        workers: usize,
+    ) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stats = std::sync::Arc::new(std::sync::Mutex::new(LoadStats::default()));
+        let mut tasks = Vec::new();
+        for worker in 0..workers {
+            let (stop2, stats2) = (stop.clone(), stats.clone());
+            let (client, targets, password, rotation) = (
+                client.clone(),
+                targets.clone(),
+                password.clone(),
+                rotation.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+            let ksc = Keystone::default();
+            let start = std::time::Instant::now();
+            let max_age = token_lifetime.saturating_sub(Duration::from_secs(15));
+            // (token, issued at, rotation count at issue)
+            let mut tokens: Vec<(String, std::time::Instant, i64)> = Vec::new();
+            let mut round = worker;
+            let fail = |what: String| {
+                let line = format!("{:>7.1}s {what}", start.elapsed().as_secs_f64());
+                eprintln!("e2e load: FAILED {line}");
+                stats2.lock().unwrap().failures.push(line);
+            };
+            while !stop2.load(Ordering::Relaxed) && start.elapsed() < max_duration {
+                round += 1;
+                let addrs = match &targets {
+                    Targets::Pods(p) => p.clone(),
+                    Targets::Service(svc) => match ready_endpoints(&client, svc).await {
+                        Ok(a) if !a.is_empty() => a,
+                        Ok(_) => {
+                            fail(format!("service {svc}: no ready endpoint"));
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            // The API server, not Keystone: retry.
+                            eprintln!("e2e load: endpoints of {svc}: {e}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    },
+                };
+                let issuer = &addrs[round % addrs.len()];
+                let rotation_now = rotation.load(Ordering::Relaxed);
+                let token = match ksc.issue(issuer, &password).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        fail(e);
+                        continue;
+                    }
+                };
+                stats2.lock().unwrap().issued += 1;
+                tokens.retain(|(_, at, _)| at.elapsed() < max_age);
+                let mut checks = vec![(token.clone(), rotation_now)];
+                if let Some((t, _, r)) = tokens.first() {
+                    checks.push((t.clone(), *r));
+                }
+                if tokens.len() > 1 {
+                    let (t, _, r) = &tokens[round % tokens.len()];
+                    checks.push((t.clone(), *r));
+                }
+                tokens.push((token.clone(), std::time::Instant::now(), rotation_now));
+                // The ready endpoints again: a Service client would route each request anew.
+                let validators = match &targets {
+                    Targets::Pods(p) => p.clone(),
+                    Targets::Service(svc) => ready_endpoints(&client, svc).await.unwrap_or(addrs),
+                };
+                for ip in &validators {
+                    for (subject, issued_rotation) in &checks {
+                        match ksc.validate(ip, &token, subject, false).await {
+                            Ok(200) => {
+                                let mut s = stats2.lock().unwrap();
+                                s.validated += 1;
+                                if *issued_rotation < rotation.load(Ordering::Relaxed) {
+                                    s.validated_across_rotations += 1;
+                                }
+                            }
+                            Ok(code) => fail(format!(
+                                "validate on {ip}: HTTP {code} for a token issued at rotation {issued_rotation}"
+                            )),
+                            Err(e) => fail(e),
+                        }
+                    }
+                }
+            }
+        }));
+        }
+        Load { stop, stats, tasks }
+    }
+
+    /// What the load has done so far.
+    pub fn stats(&self) -> LoadStats {
+        self.stats.lock().unwrap().clone()
+    }
+
+    /// Stops the load and returns its totals.
+    pub async fn finish(self) -> LoadStats {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        self.stats.lock().unwrap().clone()
+    }
+}
+
+/// The ready endpoint addresses of Service `svc` in the e2e namespace.
+pub async fn ready_endpoints(client: &Client, svc: &str) -> Result<Vec<String>, String> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    let mut out = Vec::new();
+    for s in slices.list(&lp).await.map_err(|e| e.to_string())? {
+        for e in s.endpoints.into_iter().flatten() {
+            if e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false) {
+                out.extend(e.addresses);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }

@@ -2,14 +2,17 @@
 //! Run with `make e2e` (root: the local node). Each scenario prints its duration.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use keystone_e2e::{ADMIN_PASSWORD, DB_PASSWORD, DB_ROOT_PASSWORD, Env, Keystone, NAMESPACE};
+use keystone_e2e::{ADMIN_PASSWORD, DB_PASSWORD, DB_ROOT_PASSWORD, Env, Keystone, Load, NAMESPACE, Targets};
 use keystone_types::conditions;
 
 const NAME: &str = "keystone";
@@ -93,6 +96,462 @@ async fn basic_example(env: &Env) -> String {
         .to_owned()
 }
 
+/// Waits until the API pods of `NAME` are `n` Ready pods, none of them in `old`; returns (name, address).
+async fn rolled(env: &Env, old: &[String], timeout: Duration) -> Vec<(String, String)> {
+    let old = old.to_vec();
+    test_support::wait::until("API pods rolled", timeout, || async {
+        let pods = env.api_pods(NAME).await;
+        if pods.len() == 2 && pods.iter().all(|(n, _)| !old.contains(n)) {
+            Ok(pods)
+        } else {
+            Err(format!("{pods:?}"))
+        }
+    })
+    .await
+}
+
+fn pod_names(pods: &[(String, String)]) -> Vec<String> {
+    pods.iter().map(|(n, _)| n.clone()).collect()
+}
+
+async fn patch_spec(env: &Env, spec: serde_json::Value) {
+    env.keystones()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn pod_uid(env: &Env, pod: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), NAMESPACE);
+    pods.get(pod).await.unwrap().metadata.uid.unwrap()
+}
+
+type KeyFiles = BTreeMap<String, Vec<u8>>;
+
+/// One key set the fernet Secret held, as the watcher saw it.
+#[derive(Debug)]
+struct Seen {
+    count: i64,
+    last_rotation: String,
+    keys: KeyFiles,
+    /// When each watched pod's volume first held exactly these keys, after the Secret did.
+    reached: Vec<Option<Duration>>,
+    /// How long the watcher saw this set before it stopped or the set changed again.
+    observed_for: Duration,
+}
+
+/// Watches the fernet Secret and the key volumes of the given pods (every 100 ms): every key set in order,
+/// and how long each took to reach each pod.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicI64>,
+    task: tokio::task::JoinHandle<Vec<Seen>>,
+}
+
+impl Watcher {
+    fn start(env: &Env, uids: Vec<String>) -> Watcher {
+        let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicI64::new(-1));
+        let (stop2, count2) = (stop.clone(), count.clone());
+        let task = tokio::spawn(async move {
+            let name = keystone_types::names::fernet_keys_secret(NAME);
+            let mut seen: Vec<(Seen, Instant)> = Vec::new();
+            // Bounded: the scenario's own timeouts end long before.
+            let deadline = Instant::now() + Duration::from_secs(1200);
+            loop {
+                // The last pass runs after the stop request: a set that reached the pods just before it counts.
+                let last_pass = stop2.load(Ordering::Relaxed) || Instant::now() >= deadline;
+                if let Ok(s) = secrets.get(&name).await {
+                    let keys: KeyFiles = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    if seen.last().is_none_or(|(l, _)| l.keys != keys) {
+                        let a = s.metadata.annotations.unwrap_or_default();
+                        let c: i64 = a
+                            .get("keystone.openstack.org/rotation-count")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(-1);
+                        count2.store(c, Ordering::Relaxed);
+                        if let Some((l, at)) = seen.last_mut() {
+                            l.observed_for = at.elapsed();
+                        }
+                        seen.push((
+                            Seen {
+                                count: c,
+                                last_rotation: a
+                                    .get("keystone.openstack.org/last-rotation-time")
+                                    .cloned()
+                                    .unwrap_or_default(),
+                                keys,
+                                reached: vec![None; uids.len()],
+                                observed_for: Duration::ZERO,
+                            },
+                            Instant::now(),
+                        ));
+                    }
+                }
+                for (s, at) in seen.iter_mut().rev().take(2) {
+                    for (i, uid) in uids.iter().enumerate() {
+                        if s.reached[i].is_none() && keystone_e2e::pod_volume(uid, "fernet-keys") == s.keys {
+                            s.reached[i] = Some(at.elapsed());
+                        }
+                    }
+                }
+                if last_pass {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if let Some((l, at)) = seen.last_mut() {
+                l.observed_for = at.elapsed();
+            }
+            seen.into_iter().map(|(s, _)| s).collect()
+        });
+        Watcher { stop, count, task }
+    }
+
+    fn count(&self) -> i64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    async fn finish(self) -> Vec<Seen> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+async fn wait_count(w: &Watcher, at_least: i64, timeout: Duration) {
+    test_support::wait::until(&format!("rotation {at_least}"), timeout, || async {
+        let c = w.count();
+        if c >= at_least {
+            Ok(())
+        } else {
+            Err(format!("at rotation {c}"))
+        }
+    })
+    .await;
+}
+
+fn unix(rfc3339: &str) -> i64 {
+    rfc3339
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .unwrap_or_else(|e| panic!("last-rotation-time {rfc3339:?}: {e}"))
+        .as_second()
+}
+
+/// Every change of the key set is exactly one Keystone rotation: the count goes up by one, at least the floor
+/// after the last one, the staged key becomes the primary, a new staged key appears, and no other key is
+/// lost (below `max_keys` nothing is pruned).
+fn assert_rotations(seen: &[Seen], max_keys: usize) {
+    for w in seen.windows(2) {
+        let (old, new) = (&w[0], &w[1]);
+        assert_eq!(
+            new.count,
+            old.count + 1,
+            "a skipped or double rotation: {} → {}",
+            old.count,
+            new.count
+        );
+        let gap = unix(&new.last_rotation) - unix(&old.last_rotation);
+        assert!(
+            gap >= 20,
+            "rotation {} came {gap}s after the previous one (floor 20s)",
+            new.count
+        );
+        let primary = new
+            .keys
+            .keys()
+            .filter_map(|k| k.parse::<u32>().ok())
+            .max()
+            .unwrap();
+        assert_eq!(
+            new.keys.get(&primary.to_string()),
+            old.keys.get("0"),
+            "rotation {}: the staged key did not become the primary",
+            new.count
+        );
+        assert!(
+            !old.keys.values().any(|k| Some(k) == new.keys.get("0")),
+            "rotation {}: the new staged key is not new",
+            new.count
+        );
+        assert!(new.keys.len() <= max_keys);
+        if old.keys.len() < max_keys {
+            for (i, k) in old.keys.iter().filter(|(i, _)| i.as_str() != "0") {
+                assert_eq!(new.keys.get(i), Some(k), "rotation {}: key {i} lost", new.count);
+            }
+        }
+    }
+}
+
+/// Scenarios 2 and 6: rotations every 20 s (the lowered floor) under continuous issue/validate traffic on both
+/// replicas, one of which sees every Secret change 8 s late; each controller is SIGKILLed and restarted on the
+/// way. Then pruning for real: with the key count lowered, a manual rotation prunes the key of a token that is
+/// past expiry but inside its allow-expired window; after a memcached flush it is refused even with
+/// `allow_expired`, while a token whose key was kept validates.
+async fn rotation_under_load(env: &mut Env) -> String {
+    const ROTATIONS: i64 = 10;
+    const LAG_S: u64 = 8;
+    const EXPIRATION: Duration = Duration::from_secs(120);
+    const WINDOW: Duration = Duration::from_secs(240);
+    // 35 = ceil((2m + 4m + 5m) / 20s) + 2, the fewest keys admission accepts for these settings.
+    const MAX_KEYS: usize = 35;
+    let before = pod_names(&env.api_pods(NAME).await);
+    patch_spec(
+        env,
+        json!({"token": {"expiration": "2m", "allowExpiredWindow": "4m"},
+               "fernet": {"rotationInterval": "20s", "maxActiveKeys": MAX_KEYS}}),
+    )
+    .await;
+    let pods = rolled(env, &before, Duration::from_secs(180)).await;
+    env.wait_condition(NAME, conditions::READY, "True", Duration::from_secs(120))
+        .await;
+    let ips: Vec<String> = pods.iter().map(|(_, ip)| ip.clone()).collect();
+    // The second replica's kubelet is slow: every Secret change reaches it 8 s late.
+    let lagging = &pods[1].0;
+    let pod_api: Api<Pod> = Api::namespaced(env.client.clone(), NAMESPACE);
+    pod_api
+        .patch(
+            lagging,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "local-node.keystone.openstack.org/volume-lag": format!("{LAG_S}s")}}})),
+        )
+        .await
+        .unwrap();
+    let mut uids = Vec::new();
+    for (n, _) in &pods {
+        uids.push(pod_uid(env, n).await);
+    }
+    let watcher = Watcher::start(env, uids.clone());
+    wait_count(&watcher, 0, Duration::from_secs(10)).await;
+    let base = watcher.count();
+    let load = Load::start(
+        env.client.clone(),
+        Targets::Pods(ips.clone()),
+        ADMIN_PASSWORD.into(),
+        watcher.count.clone(),
+        EXPIRATION,
+        Duration::from_secs(900),
+        2,
+    );
+    let ksc = Keystone::default();
+    let period = Duration::from_secs(20 * (ROTATIONS as u64 + 4));
+
+    // Scenario 6, during the rotations: each controller is SIGKILLed once and restarted.
+    wait_count(&watcher, base + 2, period).await;
+    env.crash_and_restart("api", "20s").await;
+    println!(
+        "e2e: api controller SIGKILLed and restarted after rotation {}",
+        watcher.count()
+    );
+    wait_count(&watcher, base + 4, period).await;
+    // Just before the next rotation is due: the restarted controller must neither rotate twice nor skip.
+    tokio::time::sleep(Duration::from_millis(18_500)).await;
+    env.crash_and_restart("fernet", "20s").await;
+    println!(
+        "e2e: fernet controller SIGKILLed and restarted 18.5 s after rotation {}",
+        base + 4
+    );
+    // The token whose key the pruning below removes: past expiry but inside its allow-expired window by then.
+    wait_count(&watcher, base + 5, period).await;
+    let pruned_token = ksc.issue(&ips[0], ADMIN_PASSWORD).await.unwrap();
+    let pruned_at = Instant::now();
+    let pruned_rotation = watcher.count();
+    wait_count(&watcher, base + 6, period).await;
+    env.crash_and_restart("db", "20s").await;
+    println!(
+        "e2e: db controller SIGKILLed and restarted after rotation {}",
+        watcher.count()
+    );
+    wait_count(&watcher, base + ROTATIONS, period).await;
+    let stats = load.finish().await;
+    // The last key set reaches both pods (the lagging one 8 s late).
+    test_support::wait::until(
+        "the last key set on both pods",
+        Duration::from_secs(30),
+        || async {
+            let s = keystone_types::names::fernet_keys_secret(NAME);
+            let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
+            let keys: KeyFiles = secrets
+                .get(&s)
+                .await
+                .map_err(|e| e.to_string())?
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            if uids
+                .iter()
+                .all(|u| keystone_e2e::pod_volume(u, "fernet-keys") == keys)
+            {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        },
+    )
+    .await;
+    let seen = watcher.finish().await;
+
+    assert!(
+        stats.failures.is_empty(),
+        "{} failed requests under rotation:\n{}",
+        stats.failures.len(),
+        stats.failures.join("\n")
+    );
+    let rotations = seen.last().unwrap().count - base;
+    assert!(rotations >= ROTATIONS, "{rotations} rotations");
+    assert!(stats.validated_across_rotations > 0);
+    assert_rotations(&seen, MAX_KEYS);
+    // The lag was real: the second pod got every rotated set 8 s late, the first at once.
+    let lags = |i: usize| -> Vec<f64> {
+        seen.iter()
+            .skip(1)
+            .filter_map(|s| s.reached[i])
+            .map(|d| d.as_secs_f64())
+            .collect()
+    };
+    let (fresh, late) = (lags(0), lags(1));
+    // Every set that stayed long enough reached both pods (the lagging one keeps a set it saw for < 8 s).
+    for s in seen.iter().skip(1) {
+        if s.observed_for >= Duration::from_secs(LAG_S + 7) {
+            assert!(
+                s.reached.iter().all(Option::is_some),
+                "the key set of rotation {} (in the Secret for {:?}) never reached a pod: {:?}",
+                s.count,
+                s.observed_for,
+                s.reached
+            );
+        }
+    }
+    assert!(fresh.iter().all(|l| *l < 3.0), "the first pod lagged: {fresh:?}");
+    assert!(
+        late.iter()
+            .all(|l| *l >= (LAG_S - 1) as f64 && *l < (LAG_S + 7) as f64),
+        "the lagging pod's delays: {late:?}"
+    );
+    let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+
+    // Pruning for real. Fewer keys (with the interval admission then requires) and memcached caching on.
+    let before = pod_names(&env.api_pods(NAME).await);
+    patch_spec(
+        env,
+        json!({"memcachedServers": [format!("memcached.{NAMESPACE}.svc:11211")],
+               "fernet": {"rotationInterval": "11m", "maxActiveKeys": 3}}),
+    )
+    .await;
+    let pods = rolled(env, &before, Duration::from_secs(180)).await;
+    env.wait_condition(NAME, conditions::READY, "True", Duration::from_secs(120))
+        .await;
+    let ips: Vec<String> = pods.iter().map(|(_, ip)| ip.clone()).collect();
+    // The token is past its expiry and still inside its allow-expired window on both replicas.
+    test_support::wait::until(
+        "the token expired, inside its window",
+        EXPIRATION + Duration::from_secs(30),
+        || async {
+            for ip in &ips {
+                let auth = ksc.issue(ip, ADMIN_PASSWORD).await?;
+                let plain = ksc.validate(ip, &auth, &pruned_token, false).await?;
+                let allowed = ksc.validate(ip, &auth, &pruned_token, true).await?;
+                if (plain, allowed) != (404, 200) {
+                    return Err(format!("{ip}: plain {plain}, allow_expired {allowed}"));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    let kept_token = ksc.issue(&ips[0], ADMIN_PASSWORD).await.unwrap();
+    let count = env.rotation_count(NAME).await;
+    assert!(count > pruned_rotation, "the token's key is still the primary");
+    env.keystones()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "keystone.openstack.org/rotate-fernet-keys": "e2e-2-prune"}}})),
+        )
+        .await
+        .unwrap();
+    let mut new_uids = Vec::new();
+    for (n, _) in &pods {
+        new_uids.push(pod_uid(env, n).await);
+    }
+    let keys = test_support::wait::until(
+        "the pruned key set on both pods",
+        Duration::from_secs(90),
+        || async {
+            let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
+            let s = secrets
+                .get(&keystone_types::names::fernet_keys_secret(NAME))
+                .await
+                .map_err(|e| e.to_string())?;
+            let keys: KeyFiles = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            if keys.len() == 3
+                && new_uids
+                    .iter()
+                    .all(|u| keystone_e2e::pod_volume(u, "fernet-keys") == keys)
+            {
+                Ok(keys)
+            } else {
+                Err(format!("{} keys in the Secret", keys.len()))
+            }
+        },
+    )
+    .await;
+    assert_eq!(keys.len(), 3);
+    keystone_e2e::flush_memcached().await;
+    let age = pruned_at.elapsed();
+    assert!(
+        age > EXPIRATION && age < EXPIRATION + WINDOW,
+        "the pruned token is {age:?} old: not inside its allow-expired window"
+    );
+    for ip in &ips {
+        let auth = ksc.issue(ip, ADMIN_PASSWORD).await.unwrap();
+        assert_eq!(
+            ksc.validate(ip, &auth, &pruned_token, true).await.unwrap(),
+            404,
+            "{ip}: a token whose key was pruned still validates with allow_expired"
+        );
+        assert_eq!(
+            ksc.validate(ip, &auth, &kept_token, false).await.unwrap(),
+            200,
+            "{ip}: kept token"
+        );
+        assert_eq!(
+            ksc.validate(ip, &auth, &kept_token, true).await.unwrap(),
+            200,
+            "{ip}: kept token"
+        );
+    }
+    format!(
+        "{rotations} rotations under load, {} tokens issued, {} validations ({} of tokens issued before a later \
+         rotation), 0 failures; key sets reached the lagging pod after ≤ {:.1} s and the other after ≤ {:.1} s; \
+         the pruned token ({:.0} s old) refused with allow_expired",
+        stats.issued,
+        stats.validated,
+        stats.validated_across_rotations,
+        max(&late),
+        max(&fresh),
+        age.as_secs_f64()
+    )
+}
+
 /// Scenario 3: a config change through `customServiceConfig` rolls the pods and takes effect; a key rotation
 /// alone rolls nothing.
 async fn config_change(env: &Env) {
@@ -128,16 +587,7 @@ async fn config_change(env: &Env) {
         )
         .await
         .unwrap();
-    let old: Vec<String> = before.iter().map(|(n, _)| n.clone()).collect();
-    let after = test_support::wait::until("API pods rolled", Duration::from_secs(180), || async {
-        let pods = env.api_pods(NAME).await;
-        if pods.len() == 2 && pods.iter().all(|(n, _)| !old.contains(n)) {
-            Ok(pods)
-        } else {
-            Err(format!("{pods:?}"))
-        }
-    })
-    .await;
+    let after = rolled(env, &pod_names(&before), Duration::from_secs(180)).await;
     env.wait_condition(NAME, conditions::READY, "True", Duration::from_secs(120))
         .await;
     for (_, ip) in &after {
@@ -216,7 +666,7 @@ async fn set_password(env: &Env, key: &str, value: &str) {
 
 /// Scenario 4: a new admin password in the Secret re-runs bootstrap (the new one authenticates, the old does
 /// not); a new database password is applied to the database, then the pods roll onto it.
-async fn password_changes(env: &Env) {
+async fn password_changes(env: &Env) -> String {
     let ksc = Keystone::default();
     const NEW_ADMIN: &str = NEW_ADMIN_PASSWORD;
     set_password(env, "AdminPassword", NEW_ADMIN).await;
@@ -237,21 +687,11 @@ async fn password_changes(env: &Env) {
 
     const NEW_DB: &str = NEW_DB_PASSWORD;
     assert!(database_accepts(DB_PASSWORD));
-    let before: Vec<String> = env.api_pods(NAME).await.into_iter().map(|(n, _)| n).collect();
+    let before = pod_names(&env.api_pods(NAME).await);
+    // A client keeps issuing and validating through the Service while the password changes and the pods roll.
+    let load = service_load(env, NEW_ADMIN);
     set_password(env, "KeystoneDatabasePassword", NEW_DB).await;
-    let after = test_support::wait::until(
-        "API pods rolled onto the new password",
-        Duration::from_secs(180),
-        || async {
-            let pods = env.api_pods(NAME).await;
-            if pods.len() == 2 && pods.iter().all(|(n, _)| !before.contains(n)) {
-                Ok(pods)
-            } else {
-                Err(format!("{pods:?}"))
-            }
-        },
-    )
-    .await;
+    let after = rolled(env, &before, Duration::from_secs(180)).await;
     assert!(
         database_accepts(NEW_DB),
         "the database does not take the new password"
@@ -266,6 +706,109 @@ async fn password_changes(env: &Env) {
     }
     env.wait_condition(NAME, conditions::READY, "True", Duration::from_secs(60))
         .await;
+    let stats = load.finish().await;
+    assert!(
+        stats.failures.is_empty(),
+        "{} failed requests during the database password change:\n{}",
+        stats.failures.len(),
+        stats.failures.join("\n")
+    );
+    format!(
+        "{} tokens issued and {} validations through the Service during the database password roll, 0 failures",
+        stats.issued, stats.validated
+    )
+}
+
+/// Token traffic through the internal Service (its ready endpoints, request by request).
+fn service_load(env: &Env, password: &str) -> Load {
+    Load::start(
+        env.client.clone(),
+        Targets::Service(keystone_types::names::service(
+            NAME,
+            keystone_types::v1beta1::Endpoint::Internal,
+        )),
+        password.to_owned(),
+        Arc::new(AtomicI64::new(0)),
+        Duration::from_secs(120),
+        Duration::from_secs(600),
+        1,
+    )
+}
+
+/// Scenario 5: a new image (another tag of the node's stand-in) is db-synced before any pod runs it; the pods
+/// then roll onto it with no failed request.
+async fn image_change(env: &Env) -> String {
+    use k8s_openapi::api::batch::v1::Job;
+    const NEW_IMAGE: &str = "quay.io/podified-antelope-centos9/openstack-keystone:e2e-next";
+    let before = pod_names(&env.api_pods(NAME).await);
+    let load = service_load(env, NEW_ADMIN_PASSWORD);
+    patch_spec(env, json!({"containerImage": NEW_IMAGE})).await;
+    let pods = rolled(env, &before, Duration::from_secs(300)).await;
+    let ks = env
+        .wait_condition(NAME, conditions::READY, "True", Duration::from_secs(120))
+        .await;
+    let stats = load.finish().await;
+    assert!(
+        stats.failures.is_empty(),
+        "{} failed requests during the image change:\n{}",
+        stats.failures.len(),
+        stats.failures.join("\n")
+    );
+    let status = ks.status.unwrap();
+    assert_eq!(
+        status.api.and_then(|a| a.deployed_image).as_deref(),
+        Some(NEW_IMAGE)
+    );
+    assert_eq!(
+        status.database.and_then(|d| d.synced_image).as_deref(),
+        Some(NEW_IMAGE)
+    );
+    // db-sync ran with the new image and finished before the first pod on it was created.
+    let jobs: Api<Job> = Api::namespaced(env.client.clone(), NAMESPACE);
+    let prefix = format!("{}-", keystone_types::names::db_sync_job(NAME));
+    let image_of = |j: &Job| {
+        j.spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .first()?
+            .image
+            .clone()
+    };
+    let synced: Vec<Job> = jobs
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|j| j.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+        .filter(|j| image_of(j).as_deref() == Some(NEW_IMAGE))
+        .collect();
+    assert_eq!(synced.len(), 1, "one db-sync Job for the new image");
+    let job = &synced[0];
+    let done = job
+        .status
+        .as_ref()
+        .and_then(|s| s.completion_time.clone())
+        .expect("the db-sync Job for the new image completed")
+        .0;
+    let pod_api: Api<Pod> = Api::namespaced(env.client.clone(), NAMESPACE);
+    for (name, _) in &pods {
+        let pod = pod_api.get(name).await.unwrap();
+        assert_eq!(pod.spec.unwrap().containers[0].image.as_deref(), Some(NEW_IMAGE));
+        let created = pod.metadata.creation_timestamp.unwrap().0;
+        assert!(
+            created >= done,
+            "pod {name} was created at {created}, before db-sync finished at {done}"
+        );
+    }
+    format!(
+        "db-sync finished at {done}, pods created after it; {} tokens issued and {} validations through the \
+         Service during the roll, 0 failures",
+        stats.issued, stats.validated
+    )
 }
 
 /// Scenario 7: deleting the KeystoneAPI removes every child it owns, while the database and the credential
@@ -361,7 +904,7 @@ async fn delete_and_recreate(env: &Env, access: &str, admin_password: &str, db_p
 #[tokio::test(flavor = "multi_thread")]
 async fn keystone_lifecycle() {
     let t = Instant::now();
-    let env = Env::start("20s").await;
+    let mut env = Env::start("20s").await;
     println!("e2e: environment up in {:?}", t.elapsed());
     // A clean slate: an earlier run's KeystoneAPI goes first.
     let _ = env.keystones().delete(NAME, &DeleteParams::default()).await;
@@ -381,6 +924,13 @@ async fn keystone_lifecycle() {
     );
 
     let t = Instant::now();
+    let summary = rotation_under_load(&mut env).await;
+    println!(
+        "e2e: scenarios 2 and 6 (rotation under load with a lagging replica, controllers SIGKILLed, pruning) in {:?}: {summary}",
+        t.elapsed()
+    );
+
+    let t = Instant::now();
     config_change(&env).await;
     println!(
         "e2e: scenario 3 (config change rolls the pods, a rotation does not) in {:?}",
@@ -388,9 +938,16 @@ async fn keystone_lifecycle() {
     );
 
     let t = Instant::now();
-    password_changes(&env).await;
+    let summary = password_changes(&env).await;
     println!(
-        "e2e: scenario 4 (admin and database password changes) in {:?}",
+        "e2e: scenario 4 (admin and database password changes) in {:?}: {summary}",
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    let summary = image_change(&env).await;
+    println!(
+        "e2e: scenario 5 (image change: db-sync before the roll) in {:?}: {summary}",
         t.elapsed()
     );
 

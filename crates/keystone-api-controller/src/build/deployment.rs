@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, HTTPGetAction, PodAffinityTerm, PodAntiAffinity, PodSpec,
-    PodTemplateSpec, Probe, ServiceAccount, WeightedPodAffinityTerm,
+    Affinity, Container, ContainerPort, HTTPGetAction, Lifecycle, LifecycleHandler, PodAffinityTerm,
+    PodAntiAffinity, PodSpec, PodTemplateSpec, Probe, ServiceAccount, SleepAction, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -24,6 +24,10 @@ use super::service::PORT;
 pub const INPUTS_HASH: &str = "keystone.openstack.org/inputs-hash";
 /// Pod-template annotation: the config hash the pods run with.
 pub const CONFIG_HASH: &str = "keystone.openstack.org/config-hash";
+/// Seconds a deleted API pod keeps serving before httpd gets SIGTERM: the pod leaves the Service's ready
+/// endpoints when it is marked for deletion, and kube-proxies and clients need a moment to stop sending to it.
+/// Without the pause, a rollout cuts off requests that were routed to the old pod just before it went.
+pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 /// Multus annotation listing the networks to attach.
 pub const MULTUS_NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 
@@ -103,6 +107,15 @@ pub fn deployment(ks: &KeystoneAPI, inputs: &PodInputs) -> Deployment {
         resources: ks.spec.resources.clone(),
         security_context: Some(pod::container_security_context()),
         volume_mounts: Some(pod::mounts()),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SLEEP_SECONDS,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let volumes = pod::volumes(&instance, &inputs.config_map, &inputs.config_secret);
