@@ -2,6 +2,7 @@
 //! between the controllers, and the names and labels of the objects they create.
 
 pub mod conditions;
+pub mod credential_rotation;
 pub mod duration;
 pub mod labels;
 pub mod names;
