@@ -33,6 +33,18 @@ pub fn hash(parts: &[&str]) -> String {
     hex(&h.finalize()[..8])
 }
 
+/// A `credential_migrate` run: the key set, the image, and for the run after a rotation the time it may start
+/// at (so that an earlier run with the same keys is never taken for it).
+pub fn credential_migrate(ks: &KeystoneAPI, keys_hash: &str, not_before: Option<i64>) -> String {
+    let not_before = not_before.map(|t| t.to_string()).unwrap_or_default();
+    hash(&[
+        "credential-migrate",
+        keys_hash,
+        &not_before,
+        &ks.spec.container_image,
+    ])
+}
+
 /// Database creation (or, with `create: false`, the connection check).
 pub fn db_create(ks: &KeystoneAPI, db_password_mac: &str, root_password_mac: &str) -> String {
     let d = &ks.spec.database;

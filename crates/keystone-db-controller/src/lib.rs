@@ -26,10 +26,11 @@ use rand::TryRngCore;
 use rand::rngs::OsRng;
 
 use keystone_types::conditions::{
-    BOOTSTRAP_READY, CONFIG_READY, Controller, DATABASE_READY, DB_SYNC_READY, FERNET_KEYS_READY,
-    TRUST_FLUSH_READY, reasons,
+    BOOTSTRAP_READY, CONFIG_READY, CREDENTIAL_MIGRATION_READY, Controller, DATABASE_READY, DB_SYNC_READY,
+    FERNET_KEYS_READY, TRUST_FLUSH_READY, reasons,
 };
-use keystone_types::v1beta1::DatabaseStatus;
+use keystone_types::credential_rotation::{self, MigrateStep};
+use keystone_types::v1beta1::{CredentialMigrationStatus, DatabaseStatus};
 use keystone_types::{KeystoneAPI, KeystoneAPIStatus, labels};
 use operator_common::apply::apply_child;
 use operator_common::conditions::{Desired, reconcile as reconcile_conditions};
@@ -339,7 +340,66 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
         ),
     };
 
-    for s in [&database, &db_sync, &bootstrap] {
+    // 5. credential_migrate, when the fernet controller's credential key rotation asks for it.
+    let migration = match credential_rotation::cycle_from_status(ks) {
+        None => StepState::Done,
+        Some(cycle) => match credential_rotation::migrate_step(
+            &cycle,
+            credential_rotation::migrated_from_status(ks).as_ref(),
+            now.as_second(),
+        ) {
+            MigrateStep::Nothing => StepState::Done,
+            MigrateStep::WaitUntil(at) => {
+                let left = u64::try_from(at.saturating_sub(now.as_second())).unwrap_or(0);
+                wake = wake.min(Duration::from_secs(left.max(1)));
+                StepState::Waiting(format!(
+                    "the credential keys were rotated; credential_migrate runs at {} (when every pod has the new \
+                     primary key)",
+                    Timestamp::from_second(at).unwrap_or(now)
+                ))
+            }
+            MigrateStep::Run { keys_hash } => match &config {
+                None => StepState::Waiting(
+                    "waiting for the published configuration (ConfigReady) to run credential_migrate".into(),
+                ),
+                Some(config) => {
+                    let not_before = match cycle.phase {
+                        credential_rotation::Phase::PostMigrate => cycle.migrate_after,
+                        _ => None,
+                    };
+                    let run_hash = inputs::credential_migrate(ks, &keys_hash, not_before);
+                    let step = Step {
+                        kind: "credential-migrate",
+                        recorded: None,
+                        hash: &run_hash,
+                    };
+                    let state = steps::run(&step_ctx, &step, |attempt| {
+                        jobs::credential_migrate_job(ks, config, &keys_hash, &run_hash, attempt)
+                    })
+                    .await?;
+                    if matches!(state, StepState::Done) {
+                        let job = steps::latest(&step_ctx, labels::component::CREDENTIAL_MIGRATE, &run_hash)
+                            .await?;
+                        let started = job.as_ref().and_then(|j| {
+                            j.status
+                                .as_ref()
+                                .and_then(|s| s.start_time.clone())
+                                .or_else(|| j.metadata.creation_timestamp.clone())
+                        });
+                        if let Some(started_at) = started {
+                            db.credential_migration = Some(CredentialMigrationStatus {
+                                keys_hash: keys_hash.clone(),
+                                started_at,
+                            });
+                        }
+                    }
+                    state
+                }
+            },
+        },
+    };
+
+    for s in [&database, &db_sync, &bootstrap, &migration] {
         if let Some(at) = s.wake_after() {
             wake = wake.min(at);
         }
@@ -352,6 +412,10 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
         ),
         bootstrap.condition(BOOTSTRAP_READY, "bootstrap done"),
         trust_flush,
+        migration.condition(
+            CREDENTIAL_MIGRATION_READY,
+            "no credential key rotation is waiting for credential_migrate",
+        ),
     ];
     let existing = ks
         .status

@@ -133,6 +133,27 @@ async fn start(
     }
 }
 
+/// The latest attempt's Job of component `component` for inputs `hash`.
+pub async fn latest(sc: &StepContext<'_>, component: &str, hash: &str) -> Result<Option<Job>, Error> {
+    let ns = sc.ks.namespace().unwrap_or_default();
+    let api: Api<Job> = Api::namespaced(sc.ctx.client.clone(), &ns);
+    let selector = format!(
+        "{},{}={component},{INPUTS_HASH}={hash}",
+        keystone_types::labels::managed_selector(&sc.ks.name_any(), crate::CONTROLLER),
+        keystone_types::labels::COMPONENT,
+    );
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::Kube {
+            name: sc.ks.name_any(),
+            source,
+        })?
+        .items
+        .into_iter()
+        .max_by_key(attempt_of))
+}
+
 /// Runs (or follows) the step's Job; `build(attempt)` makes the Job for an attempt.
 pub async fn run(
     sc: &StepContext<'_>,
@@ -144,29 +165,13 @@ pub async fn run(
     }
     let ns = sc.ks.namespace().unwrap_or_default();
     let api: Api<Job> = Api::namespaced(sc.ctx.client.clone(), &ns);
-    let kube_err = |source| Error::Kube {
-        name: sc.ks.name_any(),
-        source,
-    };
     let template = build(0);
     let component = template
         .labels()
         .get(keystone_types::labels::COMPONENT)
         .cloned()
         .unwrap_or_default();
-    let selector = format!(
-        "{},{}={component},{INPUTS_HASH}={}",
-        keystone_types::labels::managed_selector(&sc.ks.name_any(), crate::CONTROLLER),
-        keystone_types::labels::COMPONENT,
-        step.hash
-    );
-    let latest = api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(kube_err)?
-        .items
-        .into_iter()
-        .max_by_key(attempt_of);
+    let latest = latest(sc, &component, step.hash).await?;
     let retry_request = sc.ks.annotations().get(RETRY_ANNOTATION).cloned();
     let Some(job) = latest else {
         let name = start(sc, &api, template, retry_request.as_deref()).await?;

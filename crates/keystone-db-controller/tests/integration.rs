@@ -367,3 +367,166 @@ async fn a_failed_job_is_retried_by_itself_after_the_back_off() {
         .await;
     env.ns.delete().await;
 }
+
+/// Plays the fernet controller's side of a credential key rotation: publishes the cycle in the status.
+async fn publish_cycle(env: &Env, phase: &str, migrate_after: Option<&str>) {
+    let mut rotation = json!({"phase": phase});
+    if let Some(t) = migrate_after {
+        rotation["migrateAfter"] = json!(t);
+    }
+    env.keystones
+        .patch_status(
+            "keystone",
+            &PatchParams::apply("test-fernet-cycle").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI",
+                "status": {"fernet": {"credentialRotation": rotation}}
+            })),
+        )
+        .await
+        .unwrap();
+}
+
+fn job_env(job: &Job, name: &str) -> Option<String> {
+    job.spec.as_ref()?.template.spec.as_ref()?.containers[0]
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .value
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credential_migrate_runs_when_the_rotation_cycle_asks_and_not_before_its_time() {
+    let env = env(
+        "db-credmig",
+        &[
+            "keystone-db-controller",
+            "keystone-api-controller",
+            "keystone-fernet-controller",
+        ],
+    )
+    .await;
+    let ks: KeystoneAPI = serde_json::from_value(json!({
+        "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI", "metadata": {"name": "keystone"},
+        "spec": {"replicas": 0}
+    }))
+    .unwrap();
+    env.keystones.create(&PostParams::default(), &ks).await.unwrap();
+    env.drive_until(conditions::READY, "True", Outcome::Succeeded)
+        .await;
+    let (status, _, _) = env
+        .condition(conditions::CREDENTIAL_MIGRATION_READY)
+        .await
+        .unwrap();
+    assert_eq!(status, "True", "no cycle: nothing to migrate");
+    assert!(env.job_names("credential-migrate").await.is_empty());
+    let keys_hash = env
+        .keystones
+        .get("keystone")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .fernet
+        .unwrap()
+        .credential_keys_hash
+        .unwrap();
+
+    // Before the rotation: a migration with the current keys, whose hash the Job checks.
+    publish_cycle(&env, "PreMigrate", None).await;
+    let jobs = env.wait_jobs("credential-migrate", 1).await;
+    assert!(jobs[0].starts_with("keystone-cred-mig-"), "{jobs:?}");
+    let job = env.jobs.get(&jobs[0]).await.unwrap();
+    assert_eq!(
+        job_env(&job, "CREDENTIAL_KEYS_HASH").as_deref(),
+        Some(keys_hash.as_str())
+    );
+    let command = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .command
+        .clone()
+        .unwrap()
+        .join(" ");
+    assert!(
+        command.contains("keystone-manage credential_migrate"),
+        "{command}"
+    );
+    env.drive_until(conditions::CREDENTIAL_MIGRATION_READY, "True", Outcome::Succeeded)
+        .await;
+    let migrated = wait::until("the migration published", Duration::from_secs(30), || async {
+        let ks = env.keystones.get("keystone").await.map_err(|e| e.to_string())?;
+        ks.status
+            .and_then(|s| s.database)
+            .and_then(|d| d.credential_migration)
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    assert_eq!(migrated.keys_hash, keys_hash);
+
+    // After a rotation: not before migrateAfter, even though a migration with these keys already succeeded.
+    let after = k8s_openapi::jiff::Timestamp::now() + std::time::Duration::from_secs(20);
+    let after_text = after.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    publish_cycle(&env, "PostMigrate", Some(&after_text)).await;
+    let message = env
+        .drive_until(
+            conditions::CREDENTIAL_MIGRATION_READY,
+            "False",
+            Outcome::Succeeded,
+        )
+        .await;
+    assert!(message.contains("credential_migrate runs at"), "{message}");
+    assert_eq!(env.job_names("credential-migrate").await.len(), 1);
+    let jobs = env.wait_jobs("credential-migrate", 2).await;
+    let second = jobs.iter().find(|j| **j != job.name_any()).unwrap();
+    let created = env
+        .jobs
+        .get(second)
+        .await
+        .unwrap()
+        .metadata
+        .creation_timestamp
+        .unwrap()
+        .0;
+    assert!(created.as_second() >= after.as_second(), "{created} < {after}");
+
+    // A failed migration is reported and nothing is recorded for it.
+    wait::until("the migration to fail", Duration::from_secs(60), || async {
+        env.driver
+            .drive_pending(
+                "app.kubernetes.io/component=credential-migrate",
+                Outcome::Failed { exit_code: 3 },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        match env.condition(conditions::CREDENTIAL_MIGRATION_READY).await {
+            Some((_, r, m)) if r == "JobFailed" => Ok(m),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let ks = env.keystones.get("keystone").await.unwrap();
+    assert_eq!(
+        ks.status.unwrap().database.unwrap().credential_migration,
+        Some(migrated.clone()),
+        "a failed migration must not be published"
+    );
+    // Retried on request; its success is published with a start at or after migrateAfter.
+    env.patch(json!({"metadata": {"annotations": {"keystone.openstack.org/retry-jobs": "credmig"}}}))
+        .await;
+    env.drive_until(conditions::CREDENTIAL_MIGRATION_READY, "True", Outcome::Succeeded)
+        .await;
+    let ks = env.keystones.get("keystone").await.unwrap();
+    let last = ks.status.unwrap().database.unwrap().credential_migration.unwrap();
+    assert_eq!(last.keys_hash, keys_hash);
+    assert!(last.started_at.0.as_second() >= after.as_second());
+    env.ns.delete().await;
+}

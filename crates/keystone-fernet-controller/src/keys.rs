@@ -335,4 +335,37 @@ mod tests {
         let dbg = format!("{set:?}");
         assert!(!dbg.contains(set.get(1).unwrap().expose()));
     }
+
+    /// The credential_migrate Job checks the keys it mounted with a Python script: it must compute exactly
+    /// this fingerprint (and refuse any other set).
+    #[test]
+    fn the_migration_jobs_key_check_computes_this_fingerprint() {
+        let mut r = rng();
+        let set = KeySet::initial(&mut r).unwrap().rotate(3, &mut r).unwrap();
+        let dir = std::env::temp_dir().join(format!("keystone-keys-check-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("..2026_11_25")).unwrap();
+        for (name, content) in set.to_data() {
+            // as a Secret volume shows them: a trailing newline is tolerated
+            let mut content = content;
+            if name == "0" {
+                content.push(b'\n');
+            }
+            std::fs::write(dir.join(name), content).unwrap();
+        }
+        let run = |hash: &str| {
+            std::process::Command::new("python3")
+                .args(["-c", keystone_types::credential_rotation::KEYS_CHECK_SCRIPT])
+                .env("CREDENTIAL_KEYS_DIR", &dir)
+                .env("CREDENTIAL_KEYS_HASH", hash)
+                .output()
+                .expect("python3")
+        };
+        let ok = run(&set.fingerprint());
+        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+        let other = run("0123456789abcdef");
+        assert_eq!(other.status.code(), Some(3));
+        assert!(String::from_utf8_lossy(&other.stderr).contains("not the set this Job was started for"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -72,6 +72,11 @@ pub const TRUST_FLUSH_READY: &str = "TrustFlushReady";
 /// its `--min-rotation-interval` floor, or too short for `fernet.maxActiveKeys`).
 pub const ROTATION_POLICY_SAFE: &str = "RotationPolicySafe";
 
+/// Informational (not part of `Ready`: Keystone serves meanwhile), owned by the db controller: False while a
+/// credential key rotation needs a `credential_migrate` that is running, waiting or has failed (the rotation
+/// stops where it is until one succeeds); True otherwise.
+pub const CREDENTIAL_MIGRATION_READY: &str = "CredentialMigrationReady";
+
 /// One row of the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConditionRow {

@@ -12,8 +12,8 @@
 //!    by an earlier failure). Success is published as [`Migrated`] with the key set's hash.
 //! 3. `PreMigrate` → `PostMigrate` (fernet, once step 2 succeeded for exactly these keys): Keystone's rotation
 //!    — the staged key becomes the primary, a new staged key is added, the old primary is kept.
-//! 4. db: waits until the propagation floor has passed since the rotation (no pod still encrypts with the old
-//!    primary), then `credential_migrate` again with the rotated keys.
+//! 4. db: waits until `migrate_after` — the rotation plus the fernet controller's propagation floor, published
+//!    with the phase — when no pod still encrypts with the old primary, then `credential_migrate` again.
 //! 5. `PostMigrate` → `Idle` (fernet, once step 4 succeeded for exactly these keys and started after the
 //!    floor): the old primary is dropped.
 //!
@@ -78,8 +78,10 @@ pub struct Cycle {
     pub phase: Phase,
     /// Hash of the key set the Secret holds.
     pub keys_hash: String,
-    /// Unix seconds of the rotation (step 3) of the cycle in progress; set in `PostMigrate`.
-    pub rotated_at: Option<i64>,
+    /// Set in `PostMigrate`: unix seconds of the rotation plus the fernet controller's propagation floor. Only a
+    /// migration that started at or after it counts (every pod had the new primary by then). Published, so
+    /// that the db controller needs no floor setting of its own.
+    pub migrate_after: Option<i64>,
     /// Unix seconds of the end of the last completed cycle (or of the keys' creation): the schedule counts
     /// from here.
     pub last_rotation: i64,
@@ -114,7 +116,8 @@ pub enum KeyStep {
     Wait(Option<i64>),
     /// Write phase `PreMigrate`, keys unchanged.
     Start,
-    /// Rotate the keys (keeping the previous primary) and write phase `PostMigrate` with `rotated_at = now`.
+    /// Rotate the keys (keeping the previous primary) and write phase `PostMigrate` with
+    /// `migrate_after = now + floor`.
     Rotate,
     /// Drop every key but the staged key and the primary; write phase `Idle` with `last_rotation = now`.
     Prune,
@@ -150,15 +153,11 @@ pub fn key_step(
             Some(_) => KeyStep::Rotate,
             None => KeyStep::Wait(None),
         },
-        Phase::PostMigrate => {
-            let settled = cycle.rotated_at.map(|r| r.saturating_add(secs(policy.floor)));
-            match (migrated_these, settled) {
-                (Some(m), Some(settled)) if m.started_at >= settled => KeyStep::Prune,
-                // Without a rotation time the floor cannot be checked: wait for a migration that is
-                // certainly late enough (the fernet controller repairs the missing time first).
-                _ => KeyStep::Wait(None),
-            }
-        }
+        Phase::PostMigrate => match (migrated_these, cycle.migrate_after) {
+            (Some(m), Some(after)) if m.started_at >= after => KeyStep::Prune,
+            // Without the time the floor cannot be checked: nothing is dropped.
+            _ => KeyStep::Wait(None),
+        },
     }
 }
 
@@ -177,7 +176,7 @@ pub enum MigrateStep {
 }
 
 /// The db controller's next step, from the cycle as mirrored in the status.
-pub fn migrate_step(cycle: &Cycle, migrated: Option<&Migrated>, now: i64, floor: Duration) -> MigrateStep {
+pub fn migrate_step(cycle: &Cycle, migrated: Option<&Migrated>, now: i64) -> MigrateStep {
     let done = |after: i64| migrated.is_some_and(|m| m.keys_hash == cycle.keys_hash && m.started_at >= after);
     match cycle.phase {
         Phase::Idle => MigrateStep::Nothing,
@@ -191,10 +190,9 @@ pub fn migrate_step(cycle: &Cycle, migrated: Option<&Migrated>, now: i64, floor:
             }
         }
         Phase::PostMigrate => {
-            let Some(rotated) = cycle.rotated_at else {
+            let Some(settled) = cycle.migrate_after else {
                 return MigrateStep::Nothing;
             };
-            let settled = rotated.saturating_add(secs(floor));
             if done(settled) {
                 MigrateStep::Nothing
             } else if now < settled {
@@ -207,6 +205,57 @@ pub fn migrate_step(cycle: &Cycle, migrated: Option<&Migrated>, now: i64, floor:
         }
     }
 }
+
+/// The cycle as the status mirrors it, for the db controller; `None` until the fernet controller published one
+/// (or with an unknown phase value).
+pub fn cycle_from_status(ks: &crate::KeystoneAPI) -> Option<Cycle> {
+    let fernet = ks.status.as_ref()?.fernet.as_ref()?;
+    let rotation = fernet.credential_rotation.as_ref()?;
+    Some(Cycle {
+        phase: rotation.phase.parse().ok()?,
+        keys_hash: fernet.credential_keys_hash.clone()?,
+        migrate_after: rotation.migrate_after.as_ref().map(|t| t.0.as_second()),
+        last_rotation: rotation
+            .last_rotation_time
+            .as_ref()
+            .map_or(0, |t| t.0.as_second()),
+    })
+}
+
+/// The last successful migration, as the db controller published it.
+pub fn migrated_from_status(ks: &crate::KeystoneAPI) -> Option<Migrated> {
+    let m = ks
+        .status
+        .as_ref()?
+        .database
+        .as_ref()?
+        .credential_migration
+        .as_ref()?;
+    Some(Migrated {
+        keys_hash: m.keys_hash.clone(),
+        started_at: m.started_at.0.as_second(),
+    })
+}
+
+/// Run by a migration Job before `credential_migrate`: computes the fingerprint of the credential keys it
+/// mounted (the fernet controller's: SHA-256 over each key's index as 4 big-endian bytes and its text, in
+/// index order, first 8 bytes in hex) and exits 3 unless it equals `$CREDENTIAL_KEYS_HASH`, so a Job never
+/// migrates with another key set than the one it was started for.
+pub const KEYS_CHECK_SCRIPT: &str = r#"
+import hashlib, os, sys
+d = os.environ.get("CREDENTIAL_KEYS_DIR", "/etc/keystone/credential-keys")
+keys = sorted((int(n), open(os.path.join(d, n), "rb").read().rstrip(b"\r\n")) for n in os.listdir(d) if n.isdigit())
+h = hashlib.sha256()
+for i, k in keys:
+    h.update(i.to_bytes(4, "big"))
+    h.update(k)
+got, want = h.hexdigest()[:16], os.environ["CREDENTIAL_KEYS_HASH"]
+if got != want:
+    sys.stderr.write("the mounted credential keys (%s) are not the set this Job was started for (%s); the db "
+                     "controller starts a new Job\n" % (got, want))
+    sys.exit(3)
+print("credential keys %s mounted (%d keys)" % (got, len(keys)))
+"#;
 
 #[cfg(test)]
 mod tests {
@@ -223,11 +272,11 @@ mod tests {
         }
     }
 
-    fn cycle(phase: Phase, hash: &str, rotated_at: Option<i64>) -> Cycle {
+    fn cycle(phase: Phase, hash: &str, migrate_after: Option<i64>) -> Cycle {
         Cycle {
             phase,
             keys_hash: hash.into(),
-            rotated_at,
+            migrate_after,
             last_rotation: 1000,
         }
     }
@@ -290,27 +339,26 @@ mod tests {
             KeyStep::Rotate
         );
         assert_eq!(
-            migrate_step(&c, Some(&migrated("h0", 4000)), 5000, Duration::from_secs(FLOOR)),
+            migrate_step(&c, Some(&migrated("h0", 4000)), 5000),
             MigrateStep::Run {
                 keys_hash: "h1".into()
             }
         );
         assert_eq!(
-            migrate_step(&c, Some(&migrated("h1", 4000)), 5000, Duration::from_secs(FLOOR)),
+            migrate_step(&c, Some(&migrated("h1", 4000)), 5000),
             MigrateStep::Nothing
         );
     }
 
     #[test]
     fn the_old_primary_goes_only_after_a_migration_started_after_the_floor() {
-        let c = cycle(Phase::PostMigrate, "h2", Some(2000));
-        let floor = Duration::from_secs(FLOOR);
+        let c = cycle(Phase::PostMigrate, "h2", Some(2300));
         assert_eq!(
-            migrate_step(&c, Some(&migrated("h1", 1500)), 2100, floor),
+            migrate_step(&c, Some(&migrated("h1", 1500)), 2100),
             MigrateStep::WaitUntil(2300)
         );
         assert_eq!(
-            migrate_step(&c, Some(&migrated("h1", 1500)), 2300, floor),
+            migrate_step(&c, Some(&migrated("h1", 1500)), 2300),
             MigrateStep::Run {
                 keys_hash: "h2".into()
             }
@@ -321,7 +369,7 @@ mod tests {
             KeyStep::Wait(None)
         );
         assert_eq!(
-            migrate_step(&c, Some(&migrated("h2", 2299)), 2400, floor),
+            migrate_step(&c, Some(&migrated("h2", 2299)), 2400),
             MigrateStep::Run {
                 keys_hash: "h2".into()
             }
@@ -331,7 +379,7 @@ mod tests {
             KeyStep::Prune
         );
         assert_eq!(
-            migrate_step(&c, Some(&migrated("h2", 2300)), 2400, floor),
+            migrate_step(&c, Some(&migrated("h2", 2300)), 2400),
             MigrateStep::Nothing
         );
         // No rotation time on record: nothing is dropped.
@@ -405,14 +453,17 @@ mod tests {
         /// `adopted`: the Secret starts with three keys and rows on the oldest (keys from another deployer).
         fn new(adopted: bool) -> World {
             let (keys, rows) = if adopted {
-                (Keys::from([(0, 1), (1, 2), (2, 3)]), BTreeMap::from([(2, 3), (3, 1)]))
+                (
+                    Keys::from([(0, 1), (1, 2), (2, 3)]),
+                    BTreeMap::from([(2, 3), (3, 1)]),
+                )
             } else {
                 (Keys::from([(0, 1), (1, 2)]), BTreeMap::from([(2, 2)]))
             };
             let cycle = Cycle {
                 phase: Phase::Idle,
                 keys_hash: hash(&keys),
-                rotated_at: None,
+                migrate_after: None,
                 last_rotation: 0,
             };
             World {
@@ -470,7 +521,7 @@ mod tests {
                     }
                     cycle.phase = Phase::PostMigrate;
                     cycle.keys_hash = hash(&keys);
-                    cycle.rotated_at = Some(self.now);
+                    cycle.migrate_after = Some(self.now + FLOOR as i64);
                     self.write_secret(keys, cycle);
                 }
                 KeyStep::Prune => {
@@ -479,7 +530,7 @@ mod tests {
                     let keys: Keys = keys.into_iter().filter(|(i, _)| *i == 0 || *i == top).collect();
                     cycle.phase = Phase::Idle;
                     cycle.keys_hash = hash(&keys);
-                    cycle.rotated_at = None;
+                    cycle.migrate_after = None;
                     cycle.last_rotation = self.now;
                     self.completed_cycles += 1;
                     self.write_secret(keys, cycle);
@@ -498,12 +549,7 @@ mod tests {
             if self.job.is_some() {
                 return;
             }
-            if let MigrateStep::Run { keys_hash } = migrate_step(
-                &cycle,
-                self.migrated.as_ref(),
-                self.now,
-                Duration::from_secs(FLOOR),
-            ) {
+            if let MigrateStep::Run { keys_hash } = migrate_step(&cycle, self.migrated.as_ref(), self.now) {
                 // The Job's pod mounts the Secret as it is now and refuses other keys than expected.
                 if hash(&self.secret_keys) == keys_hash {
                     self.job = Some(Job {

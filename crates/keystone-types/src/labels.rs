@@ -34,6 +34,8 @@ pub mod component {
     pub const BOOTSTRAP: &str = "bootstrap";
     /// Trust-flush CronJob.
     pub const TRUST_FLUSH: &str = "trust-flush";
+    /// credential_migrate Jobs of a credential key rotation.
+    pub const CREDENTIAL_MIGRATE: &str = "credential-migrate";
 }
 
 /// The full label set of a child object.

@@ -63,6 +63,12 @@ pub fn bootstrap_job(instance: &str) -> String {
     format!("{instance}-bootstrap")
 }
 
+/// Job that runs `keystone-manage credential_migrate` during a credential key rotation (short: a Job name
+/// with its hash and attempt suffix must fit 63 characters).
+pub fn credential_migrate_job(instance: &str) -> String {
+    format!("{instance}-cred-mig")
+}
+
 /// CronJob that runs `keystone-manage trust_flush`.
 pub fn trust_flush_cronjob(instance: &str) -> String {
     format!("{instance}-trust-flush")
@@ -91,6 +97,15 @@ mod tests {
             bootstrap_job(&instance),
         ] {
             assert!(name.len() <= 63, "{name} too long for a label value");
+        }
+        // Jobs get `-<hash8>-<attempt>`; the Job name is a label value on its pods.
+        for job in [
+            db_create_job(&instance),
+            db_sync_job(&instance),
+            bootstrap_job(&instance),
+            credential_migrate_job(&instance),
+        ] {
+            assert!(job.len() + "-12345678-99".len() <= 63, "{job}");
         }
     }
 }

@@ -576,6 +576,30 @@ pub struct FernetStatus {
     /// acknowledgement regenerates lost credential keys once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_regenerate_ack: Option<String>,
+    /// Where the credential key rotation cycle is (mirrors the credential-key Secret; the db controller runs
+    /// the `credential_migrate` Jobs it asks for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_rotation: Option<CredentialRotationStatus>,
+}
+
+/// A credential key rotation cycle, as the fernet controller publishes it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialRotationStatus {
+    /// `Idle`; `PreMigrate` (every credential is re-encrypted with the current primary key before the
+    /// rotation); `PostMigrate` (rotated, the previous primary is kept until the credentials written with it
+    /// are re-encrypted).
+    pub phase: String,
+    /// When the keys of the cycle in progress were rotated (`PostMigrate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<Time>,
+    /// `PostMigrate`: the second `credential_migrate` must start at or after this time (the rotation plus the
+    /// fernet controller's propagation floor), when every pod has the new primary key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrate_after: Option<Time>,
+    /// When the last cycle completed (or the keys were created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
 }
 
 /// The db controller's section.
@@ -601,6 +625,19 @@ pub struct DatabaseStatus {
     /// rolls pods to a configuration rendered from that Secret only when this matches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_version: Option<String>,
+    /// The last `keystone-manage credential_migrate` that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_migration: Option<CredentialMigrationStatus>,
+}
+
+/// A successful `credential_migrate`, as the db controller publishes it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialMigrationStatus {
+    /// Fingerprint of the credential key set the Job ran with (the Job checks the keys it mounted).
+    pub keys_hash: String,
+    /// When the Job started.
+    pub started_at: Time,
 }
 
 /// Keystone endpoint URLs.

@@ -193,10 +193,10 @@ impl PodDriver {
         Ok(driven)
     }
 
-    /// One pass of playing the kubelet for a KeystoneAPI: the db-create, db-sync and bootstrap Job pods get
-    /// `job_outcome`, the API pods become Running and Ready.
+    /// One pass of playing the kubelet for a KeystoneAPI: the db-create, db-sync, bootstrap and
+    /// credential-migrate Job pods get `job_outcome`, the API pods become Running and Ready.
     pub async fn drive_keystone(&self, job_outcome: Outcome) -> kube::Result<()> {
-        for component in ["db-create", "db-sync", "bootstrap"] {
+        for component in ["db-create", "db-sync", "bootstrap", "credential-migrate"] {
             self.drive_pending(&format!("app.kubernetes.io/component={component}"), job_outcome)
                 .await?;
         }

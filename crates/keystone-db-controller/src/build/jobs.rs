@@ -257,6 +257,44 @@ pub fn bootstrap_job(
     )
 }
 
+/// The `credential_migrate` Job of a credential key rotation: it first checks that it mounted the credential
+/// key set it was started for (`keys_hash`, the fernet controller's fingerprint), then re-encrypts every stored
+/// credential with that set's primary key. `hash` identifies the run (see `inputs::credential_migrate`).
+pub fn credential_migrate_job(
+    ks: &KeystoneAPI,
+    config: &PublishedConfig,
+    keys_hash: &str,
+    hash: &str,
+    attempt: u32,
+) -> Job {
+    let mut container = keystone_manage(
+        ks,
+        "credential_migrate",
+        vec![
+            env("CREDENTIAL_KEYS_HASH", keys_hash),
+            env("CREDENTIAL_KEYS_DIR", pod::CREDENTIAL_KEYS_DIR),
+            env(
+                "KEYS_CHECK",
+                keystone_types::credential_rotation::KEYS_CHECK_SCRIPT,
+            ),
+        ],
+    );
+    container.command = Some(vec![
+        "/bin/bash".into(),
+        "-c".into(),
+        "/usr/local/bin/kolla_set_configs && python3 -c \"$KEYS_CHECK\" && exec keystone-manage credential_migrate"
+            .into(),
+    ]);
+    job(
+        ks,
+        &names::credential_migrate_job(&ks.name_any()),
+        labels::component::CREDENTIAL_MIGRATE,
+        hash,
+        attempt,
+        pod_template(ks, labels::component::CREDENTIAL_MIGRATE, container, Some(config)),
+    )
+}
+
 /// The trust-flush CronJob.
 pub fn trust_flush_cronjob(ks: &KeystoneAPI, config: &PublishedConfig) -> CronJob {
     let container = keystone_manage(ks, "trust_flush", vec![]);
