@@ -37,6 +37,10 @@ struct Env {
 }
 
 async fn env(prefix: &str, controllers: &[&str]) -> Env {
+    env_with_floor(prefix, controllers, "5m").await
+}
+
+async fn env_with_floor(prefix: &str, controllers: &[&str], floor: &str) -> Env {
     let cluster = test_cluster().await;
     let client = cluster.client().await;
     let ns = TestNamespace::new(&client, prefix).await;
@@ -62,7 +66,7 @@ async fn env(prefix: &str, controllers: &[&str]) -> Env {
             &binary,
             cluster,
             Some(&ns.name),
-            &["--min-rotation-interval", "5m"][..if c.contains("fernet") { 2 } else { 0 }],
+            &["--min-rotation-interval", floor][..if c.contains("fernet") { 2 } else { 0 }],
         );
         p.wait_ready().await;
         procs.push(p);
@@ -368,25 +372,6 @@ async fn a_failed_job_is_retried_by_itself_after_the_back_off() {
     env.ns.delete().await;
 }
 
-/// Plays the fernet controller's side of a credential key rotation: publishes the cycle in the status.
-async fn publish_cycle(env: &Env, phase: &str, migrate_after: Option<&str>) {
-    let mut rotation = json!({"phase": phase});
-    if let Some(t) = migrate_after {
-        rotation["migrateAfter"] = json!(t);
-    }
-    env.keystones
-        .patch_status(
-            "keystone",
-            &PatchParams::apply("test-fernet-cycle").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI",
-                "status": {"fernet": {"credentialRotation": rotation}}
-            })),
-        )
-        .await
-        .unwrap();
-}
-
 fn job_env(job: &Job, name: &str) -> Option<String> {
     job.spec.as_ref()?.template.spec.as_ref()?.containers[0]
         .env
@@ -398,14 +383,15 @@ fn job_env(job: &Job, name: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn credential_migrate_runs_when_the_rotation_cycle_asks_and_not_before_its_time() {
-    let env = env(
-        "db-credmig",
+async fn a_requested_credential_rotation_migrates_rotates_migrates_again_and_then_drops_the_old_key() {
+    let env = env_with_floor(
+        "db-credrot",
         &[
             "keystone-db-controller",
             "keystone-api-controller",
             "keystone-fernet-controller",
         ],
+        "20s",
     )
     .await;
     let ks: KeystoneAPI = serde_json::from_value(json!({
@@ -416,117 +402,164 @@ async fn credential_migrate_runs_when_the_rotation_cycle_asks_and_not_before_its
     env.keystones.create(&PostParams::default(), &ks).await.unwrap();
     env.drive_until(conditions::READY, "True", Outcome::Succeeded)
         .await;
+    let keys = |s: Secret| -> std::collections::BTreeMap<String, Vec<u8>> {
+        s.data.unwrap().into_iter().map(|(k, v)| (k, v.0)).collect()
+    };
+    let before = keys(env.secrets.get("keystone-credential-keys").await.unwrap());
+    assert_eq!(before.len(), 2);
     let (status, _, _) = env
         .condition(conditions::CREDENTIAL_MIGRATION_READY)
         .await
         .unwrap();
     assert_eq!(status, "True", "no cycle: nothing to migrate");
     assert!(env.job_names("credential-migrate").await.is_empty());
-    let keys_hash = env
-        .keystones
-        .get("keystone")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .fernet
-        .unwrap()
-        .credential_keys_hash
-        .unwrap();
-
-    // Before the rotation: a migration with the current keys, whose hash the Job checks.
-    publish_cycle(&env, "PreMigrate", None).await;
-    let jobs = env.wait_jobs("credential-migrate", 1).await;
-    assert!(jobs[0].starts_with("keystone-cred-mig-"), "{jobs:?}");
-    let job = env.jobs.get(&jobs[0]).await.unwrap();
-    assert_eq!(
-        job_env(&job, "CREDENTIAL_KEYS_HASH").as_deref(),
-        Some(keys_hash.as_str())
-    );
-    let command = job
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .command
-        .clone()
-        .unwrap()
-        .join(" ");
-    assert!(
-        command.contains("keystone-manage credential_migrate"),
-        "{command}"
-    );
-    env.drive_until(conditions::CREDENTIAL_MIGRATION_READY, "True", Outcome::Succeeded)
+    env.patch(json!({"metadata": {"annotations": {"keystone.openstack.org/rotate-credential-keys": "1"}}}))
         .await;
-    let migrated = wait::until("the migration published", Duration::from_secs(30), || async {
-        let ks = env.keystones.get("keystone").await.map_err(|e| e.to_string())?;
-        ks.status
-            .and_then(|s| s.database)
-            .and_then(|d| d.credential_migration)
-            .ok_or_else(|| "not yet".to_string())
-    })
-    .await;
-    assert_eq!(migrated.keys_hash, keys_hash);
-
-    // After a rotation: not before migrateAfter, even though a migration with these keys already succeeded.
-    let after = k8s_openapi::jiff::Timestamp::now() + std::time::Duration::from_secs(20);
-    let after_text = after.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    publish_cycle(&env, "PostMigrate", Some(&after_text)).await;
-    let message = env
-        .drive_until(
-            conditions::CREDENTIAL_MIGRATION_READY,
-            "False",
-            Outcome::Succeeded,
-        )
-        .await;
-    assert!(message.contains("credential_migrate runs at"), "{message}");
-    assert_eq!(env.job_names("credential-migrate").await.len(), 1);
-    let jobs = env.wait_jobs("credential-migrate", 2).await;
-    let second = jobs.iter().find(|j| **j != job.name_any()).unwrap();
-    let created = env
-        .jobs
-        .get(second)
-        .await
-        .unwrap()
-        .metadata
-        .creation_timestamp
-        .unwrap()
-        .0;
-    assert!(created.as_second() >= after.as_second(), "{created} < {after}");
-
-    // A failed migration is reported and nothing is recorded for it.
-    wait::until("the migration to fail", Duration::from_secs(60), || async {
+    let phase = |s: &Secret| {
+        s.annotations()
+            .get("keystone.openstack.org/credential-rotation-phase")
+            .cloned()
+            .unwrap_or_default()
+    };
+    // The first migration succeeds; the keys are rotated with the old primary kept.
+    let rotated = wait::until("rotated", Duration::from_secs(90), || async {
         env.driver
-            .drive_pending(
-                "app.kubernetes.io/component=credential-migrate",
-                Outcome::Failed { exit_code: 3 },
-            )
+            .drive_keystone(Outcome::Succeeded)
             .await
             .map_err(|e| e.to_string())?;
-        match env.condition(conditions::CREDENTIAL_MIGRATION_READY).await {
-            Some((_, r, m)) if r == "JobFailed" => Ok(m),
-            other => Err(format!("{other:?}")),
+        let s = env
+            .secrets
+            .get("keystone-credential-keys")
+            .await
+            .map_err(|e| e.to_string())?;
+        if phase(&s) == "PostMigrate" {
+            Ok(s)
+        } else {
+            Err(phase(&s))
         }
     })
     .await;
-    let ks = env.keystones.get("keystone").await.unwrap();
-    assert_eq!(
-        ks.status.unwrap().database.unwrap().credential_migration,
-        Some(migrated.clone()),
-        "a failed migration must not be published"
+    assert_eq!(keys(rotated.clone()).len(), 3, "the old primary is kept");
+    let first = env.job_names("credential-migrate").await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    let migrate_after: k8s_openapi::jiff::Timestamp =
+        rotated.annotations()["keystone.openstack.org/credential-migrate-after"]
+            .parse()
+            .unwrap();
+    // Until migrateAfter, the db controller waits and says when it will run.
+    let message = wait::until(
+        "CredentialMigrationReady=False Waiting",
+        Duration::from_secs(15),
+        || async {
+            match env.condition(conditions::CREDENTIAL_MIGRATION_READY).await {
+                Some((s, r, m)) if s == "False" && r == "Waiting" => Ok(m),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(message.contains("credential_migrate runs at"), "{message}");
+    // The second migration fails once: reported, nothing dropped.
+    let jobs = env.wait_jobs("credential-migrate", 2).await;
+    let second = jobs.iter().find(|j| **j != first[0]).unwrap();
+    let second = env.jobs.get(second).await.unwrap();
+    let second_created = second.metadata.creation_timestamp.clone().unwrap().0;
+    assert!(
+        second_created.as_second() >= migrate_after.as_second(),
+        "{second_created} < {migrate_after}"
     );
-    // Retried on request; its success is published with a start at or after migrateAfter.
+    let failed = wait::until(
+        "the second migration to fail",
+        Duration::from_secs(60),
+        || async {
+            env.driver
+                .drive_pending(
+                    "app.kubernetes.io/component=credential-migrate",
+                    Outcome::Failed { exit_code: 3 },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            match env.condition(conditions::CREDENTIAL_MIGRATION_READY).await {
+                Some((_, r, m)) if r == "JobFailed" => Ok(m),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        failed.contains("kubectl -n") && failed.contains("retry-jobs"),
+        "{failed}"
+    );
+    let held = env.secrets.get("keystone-credential-keys").await.unwrap();
+    assert_eq!(phase(&held), "PostMigrate");
+    assert_eq!(
+        keys(held),
+        keys(rotated),
+        "nothing changes while the migration fails"
+    );
     env.patch(json!({"metadata": {"annotations": {"keystone.openstack.org/retry-jobs": "credmig"}}}))
         .await;
-    env.drive_until(conditions::CREDENTIAL_MIGRATION_READY, "True", Outcome::Succeeded)
-        .await;
+    // Retried, it succeeds: Idle again with one cycle counted.
+    let after = wait::until(
+        "one credential rotation cycle",
+        Duration::from_secs(150),
+        || async {
+            env.driver
+                .drive_keystone(Outcome::Succeeded)
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = env
+                .secrets
+                .get("keystone-credential-keys")
+                .await
+                .map_err(|e| e.to_string())?;
+            let a = s.annotations().clone();
+            let phase = a.get("keystone.openstack.org/credential-rotation-phase").cloned();
+            let count = a.get("keystone.openstack.org/credential-rotation-count").cloned();
+            if phase.as_deref() == Some("Idle") && count.as_deref() == Some("1") {
+                Ok(s)
+            } else {
+                Err(format!("phase {phase:?}, count {count:?}"))
+            }
+        },
+    )
+    .await;
+    let after = keys(after);
+    // Keystone's rotation: the staged key is the primary now, a new staged key, the old primary dropped.
+    assert_eq!(after.len(), 2, "{:?}", after.keys());
+    assert_eq!(
+        after.get("2"),
+        before.get("0"),
+        "the old staged key is the primary"
+    );
+    assert!(
+        !before.values().any(|k| Some(k) == after.get("0")),
+        "a new staged key"
+    );
+    assert!(!after.contains_key("1"), "the old primary is dropped at the end");
+    // Three migration Jobs ran: one before the rotation, one after the floor that failed, and its retry.
+    let jobs = env.job_names("credential-migrate").await;
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    let mut created = Vec::new();
+    for j in &jobs {
+        let job = env.jobs.get(j).await.unwrap();
+        created.push((
+            job.metadata.creation_timestamp.clone().unwrap().0,
+            job_env(&job, "CREDENTIAL_KEYS_HASH").unwrap(),
+        ));
+    }
+    created.sort();
+    assert_ne!(
+        created[0].1, created[1].1,
+        "the migrations ran with different key sets"
+    );
+    assert_eq!(created[1].1, created[2].1, "the retry ran with the same keys");
     let ks = env.keystones.get("keystone").await.unwrap();
-    let last = ks.status.unwrap().database.unwrap().credential_migration.unwrap();
-    assert_eq!(last.keys_hash, keys_hash);
-    assert!(last.started_at.0.as_second() >= after.as_second());
+    let status = ks.status.unwrap();
+    let rotation = status.fernet.unwrap().credential_rotation.unwrap();
+    assert_eq!(rotation.phase, "Idle");
+    let migrated = status.database.unwrap().credential_migration.unwrap();
+    assert_eq!(migrated.keys_hash, created[2].1);
+    assert!(migrated.started_at.0.as_second() >= migrate_after.as_second());
     env.ns.delete().await;
 }

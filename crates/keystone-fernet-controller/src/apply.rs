@@ -11,13 +11,16 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use rand::rngs::OsRng;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keystone_types::conditions::{CREDENTIAL_KEYS_READY, FERNET_KEYS_READY, reasons};
+use keystone_types::credential_rotation::{self, KeyStep, Phase};
+use keystone_types::v1beta1::CredentialRotationStatus;
 use keystone_types::{KeystoneAPI, names};
 use operator_common::conditions::Desired;
 
 use crate::build::secrets::{
-    self, HANDLED_REGENERATE_ACK, HANDLED_ROTATE_REQUEST, LAST_ROTATION, REGENERATE_CREDENTIAL_KEYS,
-    ROTATE_REQUEST, ROTATION_COUNT, RotationRecord,
+    self, CredentialRecord, HANDLED_REGENERATE_ACK, HANDLED_ROTATE_REQUEST, LAST_ROTATION,
+    REGENERATE_CREDENTIAL_KEYS, ROTATE_REQUEST, ROTATION_COUNT, RotationRecord,
 };
 use crate::keys::{KeyError, KeySet};
 use crate::schedule::{self, Decision, Policy, State};
@@ -74,6 +77,10 @@ pub struct CredentialOutcome {
     pub hash: Option<String>,
     /// The regeneration acknowledgement acted on, if any.
     pub handled_ack: Option<String>,
+    /// The rotation cycle, for the status (the db controller acts on it).
+    pub rotation: Option<CredentialRotationStatus>,
+    /// When to look again (unix seconds), if the cycle has a time to wait for.
+    pub wake_at: Option<i64>,
 }
 
 fn annotation<'a>(obj: &'a impl ResourceExt, key: &str) -> Option<&'a str> {
@@ -317,6 +324,7 @@ pub async fn credential_keys(
     ctx: &Context,
     ks: &KeystoneAPI,
     existing: Option<Secret>,
+    now: i64,
 ) -> Result<Step<CredentialOutcome>, Error> {
     let name = ks.name_any();
     let secret_name = names::credential_keys_secret(&name);
@@ -340,16 +348,7 @@ pub async fn credential_keys(
         None => Some(format!("Secret {secret_name} was deleted")),
         Some(secret) => match KeySet::from_data(secret_data(secret)) {
             Ok(set) => {
-                let hash = set.fingerprint();
-                return Ok(Step::Done(CredentialOutcome {
-                    condition: Desired::ok(
-                        CREDENTIAL_KEYS_READY,
-                        reasons::KEYS_READY,
-                        format!("{} credential keys in Secret {secret_name}", set.len()),
-                    ),
-                    hash: Some(hash),
-                    handled_ack: status_ack.clone(),
-                }));
+                return credential_cycle(ctx, ks, &api, secret, set, status_ack.clone(), now).await;
             }
             Err(errors) => Some(format!(
                 "Secret {secret_name} holds an unusable key set ({})",
@@ -379,6 +378,8 @@ pub async fn credential_keys(
             condition: Desired::not_ok(CREDENTIAL_KEYS_READY, reasons::KEYS_LOST, message),
             hash: previous_hash,
             handled_ack: status_ack,
+            rotation: previous_rotation(ks),
+            wake_at: None,
         }));
     }
 
@@ -393,11 +394,18 @@ pub async fn credential_keys(
                 ),
                 hash: previous_hash,
                 handled_ack: status_ack,
+                rotation: previous_rotation(ks),
+                wake_at: None,
             }));
         }
     };
     let ack_recorded = if regenerate { ack } else { None };
-    let built = secrets::credential_keys_secret(ks, &set, ack_recorded);
+    let record = CredentialRecord {
+        phase: Phase::Idle.as_str().into(),
+        last_rotation: rfc3339(now),
+        ..CredentialRecord::default()
+    };
+    let built = secrets::credential_keys_secret(ks, &set, ack_recorded, &record);
     let result = match &existing {
         None => api.create(&PostParams::default(), &built).await,
         Some(old) => {
@@ -445,7 +453,165 @@ pub async fn credential_keys(
         } else {
             status_ack
         },
+        rotation: Some(rotation_status(&record)),
+        wake_at: Some(now),
     }))
+}
+
+fn previous_rotation(ks: &KeystoneAPI) -> Option<CredentialRotationStatus> {
+    ks.status
+        .as_ref()
+        .and_then(|s| s.fernet.as_ref())
+        .and_then(|f| f.credential_rotation.clone())
+}
+
+fn parse_time(t: &str) -> Option<Timestamp> {
+    t.parse::<Timestamp>().ok()
+}
+
+fn rotation_status(record: &CredentialRecord) -> CredentialRotationStatus {
+    let time = |t: &Option<String>| t.as_deref().and_then(parse_time).map(Time);
+    CredentialRotationStatus {
+        phase: record.phase.clone(),
+        rotated_at: time(&record.rotated_at),
+        migrate_after: time(&record.migrate_after),
+        last_rotation_time: parse_time(&record.last_rotation).map(Time),
+    }
+}
+
+/// The credential key rotation cycle on an existing, valid key set: decides with
+/// `keystone_types::credential_rotation::key_step` and writes keys and bookkeeping in one replace.
+async fn credential_cycle(
+    ctx: &Context,
+    ks: &KeystoneAPI,
+    api: &Api<Secret>,
+    secret: &Secret,
+    set: KeySet,
+    status_ack: Option<String>,
+    now: i64,
+) -> Result<Step<CredentialOutcome>, Error> {
+    let secret_name = secret.name_any();
+    let mut record = CredentialRecord::read(secret);
+    let interval = ks
+        .spec
+        .credential
+        .rotation_interval
+        .as_deref()
+        .and_then(|i| keystone_types::duration::parse(i).ok())
+        .filter(|d| !d.is_zero());
+    let policy = credential_rotation::Policy {
+        interval,
+        floor: ctx.min_rotation_interval,
+    };
+    let request = annotation(ks, secrets::ROTATE_CREDENTIAL_REQUEST).filter(|r| !r.is_empty());
+    let manual = request.is_some() && request.map(str::to_owned) != record.handled_request;
+    let outcome =
+        |set: &KeySet, record: &CredentialRecord, wake_at: Option<i64>, note: &str| CredentialOutcome {
+            condition: Desired::ok(
+                CREDENTIAL_KEYS_READY,
+                reasons::KEYS_READY,
+                format!("{} credential keys in Secret {secret_name}{note}", set.len()),
+            ),
+            hash: Some(set.fingerprint()),
+            handled_ack: status_ack.clone(),
+            rotation: Some(rotation_status(record)),
+            wake_at,
+        };
+    let phase = match record.phase.parse::<Phase>() {
+        Ok(p) => p,
+        Err(e) => {
+            // A hand-edited phase: rotate nothing until it is fixed.
+            return Ok(Step::Done(outcome(
+                &set,
+                &record,
+                None,
+                &format!(
+                    "; credential rotation stopped: {e} in annotation {}",
+                    secrets::CREDENTIAL_PHASE
+                ),
+            )));
+        }
+    };
+    let secs = |t: &Option<String>| t.as_deref().and_then(parse_time).map(|t| t.as_second());
+    let cycle = credential_rotation::Cycle {
+        phase,
+        keys_hash: set.fingerprint(),
+        migrate_after: secs(&record.migrate_after),
+        last_rotation: parse_time(&record.last_rotation).map_or(0, |t| t.as_second()),
+    };
+    let migrated = credential_rotation::migrated_from_status(ks);
+    let (next, event) = match credential_rotation::key_step(&cycle, migrated.as_ref(), now, &policy, manual) {
+        KeyStep::Wait(at) => {
+            let note = match phase {
+                Phase::Idle => String::new(),
+                Phase::PreMigrate => "; rotation waits for credential_migrate with the current keys".into(),
+                Phase::PostMigrate => {
+                    "; rotated, the previous key stays until credential_migrate re-encrypted what it encrypted"
+                        .into()
+                }
+            };
+            return Ok(Step::Done(outcome(&set, &record, at, &note)));
+        }
+        KeyStep::Start => {
+            record.phase = Phase::PreMigrate.as_str().into();
+            if manual {
+                record.handled_request = request.map(str::to_owned);
+            }
+            (set.clone(), ("CredentialKeyRotationStarted", "a credential key rotation started: credentials are re-encrypted with the current key first".to_owned()))
+        }
+        KeyStep::Rotate => {
+            let rotated = set
+                .rotate(credential_rotation::MAX_CREDENTIAL_KEYS, &mut OsRng)
+                .map_err(|source| Error::KeyGeneration {
+                    name: ks.name_any(),
+                    source,
+                })?;
+            record.phase = Phase::PostMigrate.as_str().into();
+            record.rotated_at = Some(rfc3339(now));
+            let floor = i64::try_from(ctx.min_rotation_interval.as_secs()).unwrap_or(i64::MAX);
+            record.migrate_after = Some(rfc3339(now.saturating_add(floor)));
+            (
+                rotated,
+                (
+                    "CredentialKeysRotated",
+                    format!(
+                        "credential keys rotated; the previous key is kept until credential_migrate runs after {}",
+                        rfc3339(now.saturating_add(floor))
+                    ),
+                ),
+            )
+        }
+        KeyStep::Prune => {
+            record.phase = Phase::Idle.as_str().into();
+            record.rotated_at = None;
+            record.migrate_after = None;
+            record.last_rotation = rfc3339(now);
+            record.count += 1;
+            (set.without_secondaries(), ("CredentialKeyRotationCompleted", "credential key rotation completed: every credential is on the new key, the previous key was dropped".to_owned()))
+        }
+    };
+    let built =
+        secrets::credential_keys_secret(ks, &next, annotation(secret, HANDLED_REGENERATE_ACK), &record);
+    match api
+        .replace(
+            &secret_name,
+            &PostParams::default(),
+            &secrets::as_replacement(built, secret),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Step::Retry),
+        Err(source) => {
+            return Err(Error::Kube {
+                name: ks.name_any(),
+                source,
+            });
+        }
+    }
+    tracing::info!(secret = %secret_name, phase = %record.phase, "credential key rotation step");
+    publish(ctx, ks, EventType::Normal, event.0, event.1).await;
+    Ok(Step::Done(outcome(&next, &record, Some(now), "")))
 }
 
 fn status_ack_of(ks: &KeystoneAPI) -> Option<String> {

@@ -180,6 +180,19 @@ impl KeySet {
         Ok(next)
     }
 
+    /// The staged key and the primary only: the end of a credential rotation cycle, once no stored credential
+    /// needs the previous primary any more.
+    pub fn without_secondaries(&self) -> KeySet {
+        let primary = self.primary_index();
+        KeySet(
+            self.0
+                .iter()
+                .filter(|(i, _)| **i == 0 || **i == primary)
+                .map(|(i, k)| (*i, k.clone()))
+                .collect(),
+        )
+    }
+
     /// Index of the primary key (the highest).
     pub fn primary_index(&self) -> u32 {
         self.0.keys().next_back().copied().unwrap_or(0)

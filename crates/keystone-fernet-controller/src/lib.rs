@@ -125,7 +125,9 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
                     next_due: None,
                     wake_at: None,
                 };
-                let cred = match apply::credential_keys(&ctx, &ks, inputs.credential_secret).await? {
+                let cred = match apply::credential_keys(&ctx, &ks, inputs.credential_secret, now.as_second())
+                    .await?
+                {
                     Step::Done(c) => c,
                     Step::Retry => continue,
                 };
@@ -141,7 +143,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
                 Step::Retry => continue,
             };
         let cred: CredentialOutcome =
-            match apply::credential_keys(&ctx, &ks, inputs.credential_secret).await? {
+            match apply::credential_keys(&ctx, &ks, inputs.credential_secret, now.as_second()).await? {
                 Step::Done(c) => c,
                 Step::Retry => continue,
             };
@@ -157,7 +159,11 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
         status::write(&api, &name, &status, changed).await?;
         observe(&ctx, &namespace, &name, &fernet, now.as_second());
 
-        let wait = fernet.wake_at.map_or(Duration::from_secs(300), |at| {
+        let wake_at = match (fernet.wake_at, cred.wake_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let wait = wake_at.map_or(Duration::from_secs(300), |at| {
             Duration::from_secs(u64::try_from(at - now.as_second()).unwrap_or(0).max(1))
         });
         return Ok(Action::requeue(wait));

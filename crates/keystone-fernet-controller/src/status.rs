@@ -100,18 +100,13 @@ pub fn desired(
         keys_hash: fernet.hash.clone().or(prev.keys_hash),
         credential_keys_hash: credential.hash.clone().or(prev.credential_keys_hash),
         handled_regenerate_ack: credential.handled_ack.clone().or(prev.handled_regenerate_ack),
-        // The credential rotation cycle is not driven by this controller yet.
-        credential_rotation: None,
+        credential_rotation: credential.rotation.clone().or(prev.credential_rotation),
     };
     let mut wanted = vec![fernet.condition.clone(), credential.condition.clone()];
     wanted.extend(policy.cloned());
     let existing = current.conditions.clone().unwrap_or_default();
     let (conditions, conditions_changed) = reconcile(&existing, &wanted, ks.metadata.generation, now);
-    let mine = current.fernet.clone().map(|f| FernetStatus {
-        credential_rotation: None,
-        ..f
-    });
-    let changed = conditions_changed || mine.as_ref() != Some(&section);
+    let changed = conditions_changed || current.fernet.as_ref() != Some(&section);
     (
         KeystoneAPIStatus {
             conditions: Some(conditions),

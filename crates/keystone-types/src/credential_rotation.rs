@@ -24,6 +24,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Keystone's fixed number of credential keys kept by a rotation: staged, primary and the previous primary.
+pub const MAX_CREDENTIAL_KEYS: u32 = 3;
+
 /// Where a cycle is. Kept on the credential-key Secret, mirrored in the status for the db controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Phase {

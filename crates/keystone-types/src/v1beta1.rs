@@ -200,6 +200,11 @@ pub struct KeystoneAPISpec {
     #[schemars(extend("default" = {}))]
     pub fernet: FernetSpec,
 
+    /// Credential key rotation (the keys encrypting stored EC2, TOTP and application-credential secrets).
+    #[serde(default)]
+    #[schemars(extend("default" = {}))]
+    pub credential: CredentialSpec,
+
     /// Token lifetime settings.
     #[serde(default)]
     #[schemars(extend("default" = {}))]
@@ -437,6 +442,20 @@ impl Default for FernetSpec {
             max_active_keys: default_max_active_keys(),
         }
     }
+}
+
+/// Credential key rotation. Each cycle re-encrypts every stored credential with `keystone-manage
+/// credential_migrate` before and after Keystone's rotation, and drops the previous key only after the second
+/// migration succeeded: no credential is ever lost, and a failed migration stops the cycle where it is.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialSpec {
+    /// Time between two credential key rotations, e.g. `720h` (30 days). Unset: rotated only on request
+    /// (annotation `keystone.openstack.org/rotate-credential-keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = positive_duration_rule("credential.rotationInterval"))]
+    pub rotation_interval: Option<String>,
 }
 
 /// Token lifetime settings.

@@ -144,6 +144,7 @@ async fn defaults_apply_to_a_minimal_object() {
         "adminProject": "admin",
         "database": { "host": "openstack", "port": 3306, "name": "keystone", "user": "keystone", "create": true },
         "fernet": { "rotationInterval": "24h", "maxActiveKeys": 5 },
+        "credential": {},
         "token": { "expiration": "1h", "allowExpiredWindow": "48h" },
         "preserveJobs": false,
         "enableSecureRBAC": true,
@@ -199,6 +200,10 @@ async fn defaults_apply_to_a_minimal_object() {
 #[case::zero_duration(
     json!({"fernet": {"rotationInterval": "0s"}}),
     &["spec.fernet.rotationInterval", "positive duration"]
+)]
+#[case::credential_interval_malformed(
+    json!({"credential": {"rotationInterval": "30 days"}}),
+    &["spec.credential.rotationInterval", "positive duration"]
 )]
 #[case::negative_duration(
     json!({"token": {"allowExpiredWindow": "-1h"}}),

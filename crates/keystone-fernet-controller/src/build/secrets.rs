@@ -30,6 +30,84 @@ pub const ROTATE_REQUEST: &str = "keystone.openstack.org/rotate-fernet-keys";
 /// credentials stored in Keystone with the old keys are lost for good.
 pub const REGENERATE_CREDENTIAL_KEYS: &str = "keystone.openstack.org/regenerate-credential-keys";
 
+/// Annotation on the KeystoneAPI requesting one credential key rotation cycle (any new value).
+pub const ROTATE_CREDENTIAL_REQUEST: &str = "keystone.openstack.org/rotate-credential-keys";
+/// Annotation on the credential Secret: the cycle's phase (`Idle`, `PreMigrate`, `PostMigrate`).
+pub const CREDENTIAL_PHASE: &str = "keystone.openstack.org/credential-rotation-phase";
+/// Annotation on the credential Secret: in `PostMigrate`, when the keys were rotated (RFC 3339).
+pub const CREDENTIAL_ROTATED_AT: &str = "keystone.openstack.org/credential-rotated-at";
+/// Annotation on the credential Secret: in `PostMigrate`, the earliest start of the migration that allows
+/// dropping the previous primary (RFC 3339).
+pub const CREDENTIAL_MIGRATE_AFTER: &str = "keystone.openstack.org/credential-migrate-after";
+/// Annotation on the credential Secret: end of the last completed cycle, or creation (RFC 3339).
+pub const CREDENTIAL_LAST_ROTATION: &str = "keystone.openstack.org/credential-last-rotation-time";
+/// Annotation on the credential Secret: completed cycles.
+pub const CREDENTIAL_ROTATION_COUNT: &str = "keystone.openstack.org/credential-rotation-count";
+/// Annotation on the credential Secret: the last manual request handled.
+pub const HANDLED_CREDENTIAL_REQUEST: &str = "keystone.openstack.org/handled-rotate-credential-request";
+
+/// Credential rotation bookkeeping stored on the credential Secret, written with the keys.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CredentialRecord {
+    /// `Idle`, `PreMigrate` or `PostMigrate`.
+    pub phase: String,
+    /// RFC 3339, `PostMigrate` only.
+    pub rotated_at: Option<String>,
+    /// RFC 3339, `PostMigrate` only.
+    pub migrate_after: Option<String>,
+    /// RFC 3339.
+    pub last_rotation: String,
+    /// Completed cycles.
+    pub count: i64,
+    /// Last manual request handled.
+    pub handled_request: Option<String>,
+}
+
+impl CredentialRecord {
+    /// Reads the record from a Secret; a Secret written before credential rotation existed reads as `Idle`,
+    /// last rotated when it was created.
+    pub fn read(secret: &Secret) -> CredentialRecord {
+        let a = secret.annotations();
+        let get = |k: &str| a.get(k).cloned();
+        CredentialRecord {
+            phase: get(CREDENTIAL_PHASE).unwrap_or_else(|| "Idle".into()),
+            rotated_at: get(CREDENTIAL_ROTATED_AT),
+            migrate_after: get(CREDENTIAL_MIGRATE_AFTER),
+            last_rotation: get(CREDENTIAL_LAST_ROTATION)
+                .or_else(|| {
+                    secret
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0.to_string())
+                })
+                .unwrap_or_default(),
+            count: get(CREDENTIAL_ROTATION_COUNT)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0),
+            handled_request: get(HANDLED_CREDENTIAL_REQUEST),
+        }
+    }
+
+    fn annotations(&self) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::from([
+            (CREDENTIAL_PHASE.to_owned(), self.phase.clone()),
+            (CREDENTIAL_LAST_ROTATION.to_owned(), self.last_rotation.clone()),
+            (CREDENTIAL_ROTATION_COUNT.to_owned(), self.count.to_string()),
+        ]);
+        for (k, v) in [
+            (CREDENTIAL_ROTATED_AT, &self.rotated_at),
+            (CREDENTIAL_MIGRATE_AFTER, &self.migrate_after),
+            (HANDLED_CREDENTIAL_REQUEST, &self.handled_request),
+        ] {
+            if let Some(v) = v {
+                a.insert(k.to_owned(), v.clone());
+            }
+        }
+        a
+    }
+}
+
 /// Rotation bookkeeping stored on the fernet Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RotationRecord {
@@ -77,8 +155,14 @@ pub fn fernet_keys_secret(ks: &KeystoneAPI, set: &KeySet, record: &RotationRecor
 }
 
 /// The credential key Secret: labelled, never owned.
-pub fn credential_keys_secret(ks: &KeystoneAPI, set: &KeySet, regenerate_ack: Option<&str>) -> Secret {
-    let mut annotations = BTreeMap::from([(
+pub fn credential_keys_secret(
+    ks: &KeystoneAPI,
+    set: &KeySet,
+    regenerate_ack: Option<&str>,
+    record: &CredentialRecord,
+) -> Secret {
+    let mut annotations = record.annotations();
+    annotations.extend([(
         "keystone.openstack.org/retention".to_owned(),
         "kept when the KeystoneAPI is deleted: stored credentials cannot be decrypted without these keys"
             .to_owned(),
@@ -151,7 +235,7 @@ mod tests {
                 .map(String::as_str),
             Some("0")
         );
-        let c = credential_keys_secret(&ks, &set, None);
+        let c = credential_keys_secret(&ks, &set, None, &CredentialRecord::default());
         assert_eq!(c.metadata.name.as_deref(), Some("keystone-credential-keys"));
         assert!(c.metadata.owner_references.is_none());
         assert_eq!(
