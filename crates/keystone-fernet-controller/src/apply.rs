@@ -610,6 +610,19 @@ async fn credential_cycle(
         }
     }
     tracing::info!(secret = %secret_name, phase = %record.phase, "credential key rotation step");
+    let step = match record.phase.as_str() {
+        "PreMigrate" => "started",
+        "PostMigrate" => "rotated",
+        _ => "completed",
+    };
+    ctx.fernet_metrics
+        .credential_steps
+        .with_label_values(&[
+            ks.namespace().unwrap_or_default().as_str(),
+            ks.name_any().as_str(),
+            step,
+        ])
+        .inc();
     publish(ctx, ks, EventType::Normal, event.0, event.1).await;
     Ok(Step::Done(outcome(&next, &record, Some(now), "")))
 }

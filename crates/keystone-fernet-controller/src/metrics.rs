@@ -14,6 +14,9 @@ pub struct FernetMetrics {
     pub active_keys: IntGaugeVec,
     /// `keystone_fernet_seconds_until_next_rotation{namespace,name}`
     pub until_next: GaugeVec,
+    /// `keystone_fernet_credential_rotation_steps_total{namespace,name,step}` (`started`, `rotated`,
+    /// `completed`)
+    pub credential_steps: IntCounterVec,
 }
 
 impl FernetMetrics {
@@ -48,6 +51,15 @@ impl FernetMetrics {
             ),
             l,
         )?;
+        let credential_steps = IntCounterVec::new(
+            Opts::new(
+                "credential_rotation_steps_total",
+                "Credential key rotation steps taken: started (migrate first), rotated (old primary kept), \
+                 completed (old primary dropped after the second migration).",
+            ),
+            &["namespace", "name", "step"],
+        )?;
+        registry.register(Box::new(credential_steps.clone()))?;
         registry.register(Box::new(rotations.clone()))?;
         registry.register(Box::new(last_rotation.clone()))?;
         registry.register(Box::new(active_keys.clone()))?;
@@ -57,6 +69,7 @@ impl FernetMetrics {
             last_rotation,
             active_keys,
             until_next,
+            credential_steps,
         })
     }
 }

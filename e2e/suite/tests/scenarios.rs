@@ -901,6 +901,148 @@ async fn delete_and_recreate(env: &Env, access: &str, admin_password: &str, db_p
     assert!(found["Secret"].as_str().is_some_and(|s| s.len() >= 16), "{found}");
 }
 
+/// The credential key Secret's (phase, completed cycles).
+async fn credential_cycle_state(env: &Env) -> (String, i64) {
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
+    let s = secrets
+        .get(&keystone_types::names::credential_keys_secret(NAME))
+        .await
+        .unwrap();
+    let a = s.metadata.annotations.unwrap_or_default();
+    (
+        a.get("keystone.openstack.org/credential-rotation-phase")
+            .cloned()
+            .unwrap_or_default(),
+        a.get("keystone.openstack.org/credential-rotation-count")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// The distinct key hashes Keystone recorded for the stored credentials (each row names the key that
+/// encrypted it).
+fn credential_key_hashes(db_password: &str) -> Vec<String> {
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import os, pymysql; c = pymysql.connect(host=os.environ['H'], user='keystone', \
+             password=os.environ['P'].encode(), database='keystone'); cur = c.cursor(); \
+             cur.execute('SELECT DISTINCT key_hash FROM credential'); \
+             print('\\n'.join(sorted(r[0] for r in cur.fetchall())))",
+        ])
+        .env("H", keystone_e2e::node_address())
+        .env("P", db_password)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Access key → secret of every EC2 credential, as `openstack ec2 credentials list` shows them (decrypted).
+async fn ec2_credentials(env: &Env, internal: &str, password: &str) -> BTreeMap<String, String> {
+    env.openstack(internal, password, &["ec2", "credentials", "list"])
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["Access"].as_str().unwrap().to_owned(),
+                c["Secret"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Scenario 8 (issue 10): two credential key rotation cycles with a real Keystone, the api and fernet
+/// controllers SIGKILLed mid-cycle in the first and the db controller in the second: every stored credential
+/// still decrypts, and after each cycle all of them are encrypted with one key (the new primary).
+async fn credential_rotation(env: &mut Env, admin_password: &str, db_password: &str) -> String {
+    let ks = env.keystones().get(NAME).await.unwrap();
+    let internal = format!(
+        "{}/v3",
+        ks.status.unwrap().api_endpoints.unwrap().internal.unwrap()
+    );
+    // One more credential, so that the table holds rows from before and after the re-creation.
+    env.openstack(&internal, admin_password, &["ec2", "credentials", "create"])
+        .await
+        .unwrap();
+    let before = ec2_credentials(env, &internal, admin_password).await;
+    assert!(before.len() >= 2, "{before:?}");
+    let (_, start) = credential_cycle_state(env).await;
+    let mut kills = Vec::new();
+    for cycle in 1..=2i64 {
+        env.keystones()
+            .patch(
+                NAME,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {
+                    "keystone.openstack.org/rotate-credential-keys": format!("e2e-8-{cycle}")}}})),
+            )
+            .await
+            .unwrap();
+        // Mid-cycle crashes: in the first cycle the api controller, then the fernet controller once the keys
+        // are rotated; in the second the db controller.
+        let victims: &[(&str, &[&str])] = if cycle == 1 {
+            &[
+                ("api", &["PreMigrate", "PostMigrate"]),
+                ("fernet", &["PostMigrate"]),
+            ]
+        } else {
+            &[("db", &["PreMigrate", "PostMigrate"])]
+        };
+        for (victim, phases) in victims {
+            let phase =
+                test_support::wait::until(&format!("phase {phases:?}"), Duration::from_secs(120), || async {
+                    let (phase, _) = credential_cycle_state(env).await;
+                    if phases.contains(&phase.as_str()) {
+                        Ok(phase)
+                    } else {
+                        Err(phase)
+                    }
+                })
+                .await;
+            env.crash_and_restart(victim, "20s").await;
+            kills.push(format!("{victim} in {phase}"));
+        }
+        test_support::wait::until(
+            &format!("credential cycle {cycle} completed"),
+            Duration::from_secs(240),
+            || async {
+                let (phase, count) = credential_cycle_state(env).await;
+                if phase == "Idle" && count == start + cycle {
+                    Ok(())
+                } else {
+                    Err(format!("{phase} {count}"))
+                }
+            },
+        )
+        .await;
+        // Every credential decrypts with the rotated keys, on the new primary only.
+        let after = ec2_credentials(env, &internal, admin_password).await;
+        assert_eq!(
+            after, before,
+            "credentials changed or became unreadable in cycle {cycle}"
+        );
+        let hashes = credential_key_hashes(db_password);
+        assert_eq!(
+            hashes.len(),
+            1,
+            "rows on more than one key after cycle {cycle}: {hashes:?}"
+        );
+    }
+    format!(
+        "2 credential rotation cycles ({}), {} EC2 credentials readable after each, all rows on one key",
+        kills.join(", "),
+        before.len()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn keystone_lifecycle() {
     let t = Instant::now();
@@ -955,6 +1097,13 @@ async fn keystone_lifecycle() {
     delete_and_recreate(&env, &access, NEW_ADMIN_PASSWORD, NEW_DB_PASSWORD).await;
     println!(
         "e2e: scenario 7 (delete keeps the database and credential keys; re-created, credentials decrypt) in {:?}",
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    let summary = credential_rotation(&mut env, NEW_ADMIN_PASSWORD, NEW_DB_PASSWORD).await;
+    println!(
+        "e2e: scenario 8 (credential key rotation with credential_migrate) in {:?}: {summary}",
         t.elapsed()
     );
 }
