@@ -106,6 +106,28 @@ impl Env {
         .await
     }
 
+    /// Fails `component`'s Job pods with `exit_code` until `type_` has reason `JobFailed`; returns its message.
+    async fn fail_until_reported(&self, component: &str, type_: &str, exit_code: i32) -> String {
+        wait::until(
+            &format!("{component} JobFailed"),
+            Duration::from_secs(60),
+            || async {
+                self.driver
+                    .drive_pending(
+                        &format!("app.kubernetes.io/component={component}"),
+                        Outcome::Failed { exit_code },
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match self.condition(type_).await {
+                    Some((_, r, m)) if r == "JobFailed" => Ok(m),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await
+    }
+
     async fn job_names(&self, component: &str) -> Vec<String> {
         let mut names: Vec<String> = self
             .jobs
@@ -308,20 +330,8 @@ async fn a_failed_job_is_reported_and_retried_on_request() {
     let msg = if msg.contains("failed") {
         msg
     } else {
-        wait::until("JobFailed", Duration::from_secs(60), || async {
-            env.driver
-                .drive_pending(
-                    "app.kubernetes.io/component=db-create",
-                    Outcome::Failed { exit_code: 1 },
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            match env.condition(conditions::DATABASE_READY).await {
-                Some((_, r, m)) if r == "JobFailed" => Ok(m),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await
+        env.fail_until_reported("db-create", conditions::DATABASE_READY, 1)
+            .await
     };
     assert!(
         msg.contains("kubectl -n")
@@ -350,20 +360,8 @@ async fn a_failed_job_is_retried_by_itself_after_the_back_off() {
     .unwrap();
     env.keystones.create(&PostParams::default(), &ks).await.unwrap();
     // fail the first attempt only
-    wait::until("the first attempt to fail", Duration::from_secs(60), || async {
-        env.driver
-            .drive_pending(
-                "app.kubernetes.io/component=db-create",
-                Outcome::Failed { exit_code: 1 },
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        match env.condition(conditions::DATABASE_READY).await {
-            Some((_, r, _)) if r == "JobFailed" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    env.fail_until_reported("db-create", conditions::DATABASE_READY, 1)
+        .await;
     // no annotation, no spec change: the second attempt starts after the 30 s back-off
     let names = env.wait_jobs("db-create", 2).await;
     assert!(names[1].ends_with("-1"), "{names:?}");
@@ -468,24 +466,9 @@ async fn a_requested_credential_rotation_migrates_rotates_migrates_again_and_the
         second_created.as_second() >= migrate_after.as_second(),
         "{second_created} < {migrate_after}"
     );
-    let failed = wait::until(
-        "the second migration to fail",
-        Duration::from_secs(60),
-        || async {
-            env.driver
-                .drive_pending(
-                    "app.kubernetes.io/component=credential-migrate",
-                    Outcome::Failed { exit_code: 3 },
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            match env.condition(conditions::CREDENTIAL_MIGRATION_READY).await {
-                Some((_, r, m)) if r == "JobFailed" => Ok(m),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    let failed = env
+        .fail_until_reported("credential-migrate", conditions::CREDENTIAL_MIGRATION_READY, 3)
+        .await;
     assert!(
         failed.contains("kubectl -n") && failed.contains("retry-jobs"),
         "{failed}"
