@@ -132,6 +132,32 @@ async fn pod_uid(env: &Env, pod: &str) -> String {
 
 type KeyFiles = BTreeMap<String, Vec<u8>>;
 
+/// The fernet key Secret's data (file name → key).
+async fn fernet_keys(env: &Env) -> Result<KeyFiles, String> {
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
+    Ok(secrets
+        .get(&keystone_types::names::fernet_keys_secret(NAME))
+        .await
+        .map_err(|e| e.to_string())?
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect())
+}
+
+/// Sets annotation `key` on the KeystoneAPI (a manual rotation request is a new value).
+async fn annotate(env: &Env, key: &str, value: &str) {
+    env.keystones()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+        )
+        .await
+        .unwrap();
+}
+
 /// One key set the fernet Secret held, as the watcher saw it.
 #[derive(Debug)]
 struct Seen {
@@ -379,17 +405,7 @@ async fn rotation_under_load(env: &mut Env) -> String {
         "the last key set on both pods",
         Duration::from_secs(30),
         || async {
-            let s = keystone_types::names::fernet_keys_secret(NAME);
-            let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
-            let keys: KeyFiles = secrets
-                .get(&s)
-                .await
-                .map_err(|e| e.to_string())?
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
+            let keys = fernet_keys(env).await?;
             if uids
                 .iter()
                 .all(|u| keystone_e2e::pod_volume(u, "fernet-keys") == keys)
@@ -474,15 +490,7 @@ async fn rotation_under_load(env: &mut Env) -> String {
     let kept_token = ksc.issue(&ips[0], ADMIN_PASSWORD).await.unwrap();
     let count = env.rotation_count(NAME).await;
     assert!(count > pruned_rotation, "the token's key is still the primary");
-    env.keystones()
-        .patch(
-            NAME,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {
-                "keystone.openstack.org/rotate-fernet-keys": "e2e-2-prune"}}})),
-        )
-        .await
-        .unwrap();
+    annotate(env, "keystone.openstack.org/rotate-fernet-keys", "e2e-2-prune").await;
     let mut new_uids = Vec::new();
     for (n, _) in &pods {
         new_uids.push(pod_uid(env, n).await);
@@ -491,17 +499,7 @@ async fn rotation_under_load(env: &mut Env) -> String {
         "the pruned key set on both pods",
         Duration::from_secs(90),
         || async {
-            let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
-            let s = secrets
-                .get(&keystone_types::names::fernet_keys_secret(NAME))
-                .await
-                .map_err(|e| e.to_string())?;
-            let keys: KeyFiles = s
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
+            let keys = fernet_keys(env).await?;
             if keys.len() == 3
                 && new_uids
                     .iter()
@@ -599,16 +597,7 @@ async fn config_change(env: &Env) {
     }
     // A rotation alone: the keys change, the pods stay.
     let count = env.rotation_count(NAME).await;
-    env.keystones()
-        .patch(
-            NAME,
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {"keystone.openstack.org/rotate-fernet-keys": "e2e-3"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    annotate(env, "keystone.openstack.org/rotate-fernet-keys", "e2e-3").await;
     test_support::wait::until("rotated", Duration::from_secs(90), || async {
         let now = env.rotation_count(NAME).await;
         if now > count {
@@ -630,21 +619,13 @@ async fn config_change(env: &Env) {
 
 /// Whether MariaDB on the node accepts `keystone` with `password` (PyMySQL from the host, UTF-8 bytes).
 fn database_accepts(password: &str) -> bool {
-    let host = String::from_utf8(
-        std::process::Command::new(test_support::cluster::repo_root().join("hack/local-node.sh"))
-            .args(["address", "--name", keystone_e2e::NODE])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
     std::process::Command::new("/usr/bin/python3")
         .args([
             "-c",
             "import os, pymysql; pymysql.connect(host=os.environ['H'], user='keystone', \
              password=os.environ['P'].encode(), database='keystone').close()",
         ])
-        .env("H", host.trim())
+        .env("H", keystone_e2e::node_address())
         .env("P", password)
         .stderr(std::process::Stdio::null())
         .status()
@@ -977,15 +958,12 @@ async fn credential_rotation(env: &mut Env, admin_password: &str, db_password: &
     let (_, start) = credential_cycle_state(env).await;
     let mut kills = Vec::new();
     for cycle in 1..=2i64 {
-        env.keystones()
-            .patch(
-                NAME,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {
-                    "keystone.openstack.org/rotate-credential-keys": format!("e2e-8-{cycle}")}}})),
-            )
-            .await
-            .unwrap();
+        annotate(
+            env,
+            "keystone.openstack.org/rotate-credential-keys",
+            &format!("e2e-8-{cycle}"),
+        )
+        .await;
         // Mid-cycle crashes: in the first cycle the api controller, then the fernet controller once the keys
         // are rotated; in the second the db controller.
         let victims: &[(&str, &[&str])] = if cycle == 1 {
