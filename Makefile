@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 CLUSTER ?= local
 
-.PHONY: help build release generate run test e2e lint fmt control-plane helm chart-lint upgrade-crds cluster-up cluster-down node-up node-down clean-cache
+.PHONY: help build release generate bundle-validate run test e2e lint fmt control-plane helm chart-lint upgrade-crds cluster-up cluster-down node-up node-down clean-cache
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -15,9 +15,13 @@ build: ## Build the three controllers and crdgen
 release: ## The release build the Dockerfiles and CI run (one invocation, the three controllers)
 	cargo build --release --locked -p keystone-api-controller -p keystone-fernet-controller -p keystone-db-controller
 
-generate: ## Regenerate the CRDs (manifests/crds, chart) and manifests/install.yaml
+generate: ## Regenerate the CRDs (manifests/crds, chart), manifests/install.yaml and the OLM bundle (bundle/)
 	hack/gen-crds.sh
 	hack/gen-manifests.sh
+	hack/gen-bundle.sh
+
+bundle-validate: ## Run OLM's bundle validators (operatorframework suite, offline) on bundle/
+	$$(hack/build-olm-validator.sh) bundle
 
 run: ## Start the local control plane, install CRDs, run the controllers, apply the sample (CLUSTER=current: your cluster, no sample)
 	CLUSTER=$(CLUSTER) hack/run.sh

@@ -15,13 +15,17 @@ cargo fmt --all -- --check
 stage "cargo clippy -D warnings"
 cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 
-stage "helm and hadolint (built or fetched once, cached)"
+stage "helm, hadolint and the OLM bundle validator (built or fetched once, cached)"
+t=$SECONDS
 hack/build-helm.sh >/dev/null
 hack/install-hadolint.sh >/dev/null
+hack/build-olm-validator.sh >/dev/null
+echo "tools ready in $((SECONDS - t))s"
 
 stage "generated files"
 hack/gen-crds.sh --check
 hack/gen-manifests.sh --check
+hack/gen-bundle.sh --check
 
 stage "test dependencies (Debian: mariadb-server, python3-pymysql)"
 hack/install-test-deps.sh

@@ -24,8 +24,10 @@ pub struct CommonArgs {
     #[arg(long, env = "KEYSTONE_OPERATOR_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "KEYSTONE_OPERATOR_WATCH_NAMESPACE")]
+    /// Watch only this namespace (default: all namespaces). Empty means all namespaces, as OLM's
+    /// `olm.targetNamespaces` annotation says for an AllNamespaces install; a comma-separated list (OLM's
+    /// MultiNamespace mode) is refused: run one operator per namespace, or one for all.
+    #[arg(long, env = "KEYSTONE_OPERATOR_WATCH_NAMESPACE", value_parser = parse_watch_namespace)]
     pub namespace: Option<String>,
 
     /// How long to wait at startup for the KeystoneAPI CRD to become Established when it exists but is not
@@ -36,6 +38,25 @@ pub struct CommonArgs {
     /// Leader election: with several replicas, only the holder of the Lease reconciles.
     #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
+}
+
+impl CommonArgs {
+    /// The watched namespace, or `None` for all namespaces (an empty value means all).
+    pub fn watch_namespace(&self) -> Option<&str> {
+        self.namespace.as_deref().filter(|ns| !ns.is_empty())
+    }
+}
+
+/// One namespace name, or empty for all namespaces; several (comma-separated) are refused with the reason.
+pub fn parse_watch_namespace(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.contains(',') {
+        return Err(format!(
+            "{s:?} names several namespaces; a controller watches one namespace or all of them \
+             (OLM: install in OwnNamespace, SingleNamespace or AllNamespaces mode, not MultiNamespace)"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// Leader-election options (client-go's meanings and defaults).
@@ -110,7 +131,7 @@ mod tests {
 
     use rstest::rstest;
 
-    use super::parse_duration;
+    use super::{parse_duration, parse_watch_namespace};
 
     #[rstest]
     #[case("500ms", Duration::from_millis(500))]
@@ -128,5 +149,34 @@ mod tests {
     #[case("3d")]
     fn rejects(#[case] input: &str) {
         assert!(parse_duration(input).is_err(), "{input:?} accepted");
+    }
+
+    #[rstest]
+    #[case("keystone", "keystone")]
+    #[case(" keystone ", "keystone")]
+    #[case("", "")]
+    fn watch_namespace_accepts_one_or_none(#[case] input: &str, #[case] want: &str) {
+        assert_eq!(parse_watch_namespace(input).as_deref(), Ok(want));
+    }
+
+    #[test]
+    fn watch_namespace_refuses_several() {
+        let err = parse_watch_namespace("a,b").unwrap_err();
+        assert!(err.contains("MultiNamespace"), "{err}");
+    }
+
+    #[test]
+    fn empty_watch_namespace_means_all() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            common: super::CommonArgs,
+        }
+        let all = Cli::parse_from(["c", "--namespace="]);
+        assert_eq!(all.common.watch_namespace(), None);
+        let one = Cli::parse_from(["c", "--namespace=ks"]);
+        assert_eq!(one.common.watch_namespace(), Some("ks"));
+        assert!(Cli::try_parse_from(["c", "--namespace=a,b"]).is_err());
     }
 }

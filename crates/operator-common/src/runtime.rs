@@ -99,7 +99,7 @@ impl Runtime {
                 .lease_namespace
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_owned());
-            let name = crate::lease::lease_name(controller.short_name(), args.namespace.as_deref());
+            let name = crate::lease::lease_name(controller.short_name(), args.watch_namespace());
             let identity = crate::lease::default_identity();
             let gate = LeaseGate::new(client.clone(), &lease_ns, &name, &identity, election.timings());
             metrics.leader.set(0);
@@ -143,7 +143,7 @@ impl Runtime {
             client,
             metrics,
             health,
-            namespace: args.namespace.clone(),
+            namespace: args.watch_namespace().map(str::to_owned),
             controller,
             shutdown,
             server,

@@ -1,10 +1,13 @@
-//! Helpers for the packaging tests: the helm and kubectl binaries the `hack/` scripts build, and rendering
-//! the chart. The tests themselves live in `tests/`.
+//! What users install besides the chart itself: the OLM bundle generator ([`bundle`], run by
+//! `hack/gen-bundle.sh`), and helpers for the packaging tests — the helm and kubectl binaries the `hack/`
+//! scripts build, and rendering the chart. The tests themselves live in `tests/`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+
+pub mod bundle;
 
 pub use test_support::cluster::repo_root;
 

@@ -121,8 +121,13 @@ fn each_dockerfile_runs_the_release_build_and_ships_its_own_binary() {
 #[test]
 fn dockerfiles_pass_hadolint() {
     let hadolint = hadolint();
-    for c in ["api", "fernet", "db"] {
-        let path = repo_root().join(format!("Dockerfile.{c}"));
+    for file in [
+        "Dockerfile.api",
+        "Dockerfile.fernet",
+        "Dockerfile.db",
+        "bundle.Dockerfile",
+    ] {
+        let path = repo_root().join(file);
         let out = run(Command::new(&hadolint).arg(&path), None);
         assert!(
             out.status.success(),

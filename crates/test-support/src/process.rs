@@ -63,9 +63,22 @@ impl ControllerProcess {
         namespace: Option<&str>,
         extra: &[&str],
     ) -> Self {
+        Self::start_with_env(binary, kubeconfig, namespace, extra, &[])
+    }
+
+    /// Like [`Self::start_with_kubeconfig`], with extra environment variables (as a pod spec's `env` would
+    /// set them).
+    pub fn start_with_env(
+        binary: &str,
+        kubeconfig: &Path,
+        namespace: Option<&str>,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Self {
         let addr: SocketAddr = ([127, 0, 0, 1], http::free_port()).into();
         let mut cmd = Command::new(Path::new(binary));
-        cmd.env("KUBECONFIG", kubeconfig)
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .args([
                 "--metrics-addr",
