@@ -1,0 +1,130 @@
+//! The Keystone v3 objects the client reads and writes, with only the fields the operator needs (unknown
+//! fields such as `links` or extra attributes are ignored).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A catalog service (`/v3/services`). `name` and `description` are optional in Keystone.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Service {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub service_type: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+}
+
+/// Fields to change on a service; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ServicePatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// An endpoint's interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interface {
+    Public,
+    Internal,
+    Admin,
+}
+
+impl Interface {
+    /// The name Keystone uses: `public`, `internal` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Public => "public",
+            Interface::Internal => "internal",
+            Interface::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A catalog endpoint (`/v3/endpoints`). `region_id` is null for an endpoint without a region.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub interface: Interface,
+    #[serde(default)]
+    pub region_id: Option<String>,
+    pub url: String,
+    pub service_id: String,
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+}
+
+/// A region (`/v3/regions`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Region {
+    pub id: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub parent_region_id: Option<String>,
+}
+
+/// A domain (`/v3/domains`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Domain {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+}
+
+/// A project (`/v3/projects`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+}
+
+/// A user (`/v3/users`). Keystone never returns a password.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    #[serde(default)]
+    pub default_project_id: Option<String>,
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub password_expires_at: Option<String>,
+}
+
+/// A role (`/v3/roles`). `domain_id` is null for the global roles (`admin`, `member`, `reader`, `service`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Role {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub domain_id: Option<String>,
+}
+
+fn enabled_default() -> bool {
+    true
+}
