@@ -61,6 +61,15 @@ grant. RBAC cannot restrict names the operator derives from the KeystoneAPI's na
   resources: [clusterroles]
   verbs: [bind]
   resourceNames: [system:openshift:scc:nonroot-v2]
+# The catalog: KeystoneServices and KeystoneEndpoints are watched, get a finalizer (added and removed by
+# patch) and their status (server-side apply). The service users' password Secrets are read with the
+# Secret grant above.
+- apiGroups: [keystone.openstack.org]
+  resources: [keystoneservices, keystoneendpoints]
+  verbs: [get, list, watch, patch]
+- apiGroups: [keystone.openstack.org]
+  resources: [keystoneservices/status, keystoneendpoints/status]
+  verbs: [get, patch]
 {{- end -}}
 
 {{- define "keystone-operator.rules.fernet" -}}

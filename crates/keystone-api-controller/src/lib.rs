@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod catalog;
 pub mod config;
 pub mod exposure;
 pub mod gate;

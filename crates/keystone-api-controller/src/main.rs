@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -14,8 +15,11 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 
 use keystone_api_controller::build::exposure::route_resource;
+use keystone_api_controller::catalog::target::{AdminClients, UrlOverrides};
+use keystone_api_controller::catalog::{Backoff, Catalog, CatalogMetrics, endpoint, service};
 use keystone_api_controller::config::Templates;
 use keystone_api_controller::{CONTROLLER, Context, error_policy, reconcile};
+use keystone_types::catalog::{KeystoneEndpoint, KeystoneService};
 use keystone_types::{KeystoneAPI, labels};
 use operator_common::cli::CommonArgs;
 use operator_common::runtime::Runtime;
@@ -29,11 +33,61 @@ use operator_common::runtime::Runtime;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+
+    /// Where the catalog controllers (KeystoneService, KeystoneEndpoint) reach Keystone instead of the
+    /// KeystoneAPI's internal endpoint, for a controller running outside the cluster: `NAMESPACE/NAME=URL` for
+    /// one KeystoneAPI, or a bare `URL` for all. Repeat or comma-separate.
+    #[arg(
+        long = "keystone-url",
+        env = "KEYSTONE_OPERATOR_KEYSTONE_URL",
+        value_delimiter = ','
+    )]
+    keystone_url: Vec<String>,
+
+    /// PEM CA bundle the catalog controllers trust for an https Keystone endpoint (default: the system roots).
+    #[arg(long = "keystone-ca-file", env = "KEYSTONE_OPERATOR_KEYSTONE_CA_FILE")]
+    keystone_ca_file: Option<std::path::PathBuf>,
+
+    /// Timeout of each Keystone API request made by the catalog controllers.
+    #[arg(long = "keystone-timeout", env = "KEYSTONE_OPERATOR_KEYSTONE_TIMEOUT", default_value = "30s",
+          value_parser = operator_common::cli::parse_duration)]
+    keystone_timeout: std::time::Duration,
+}
+
+/// Whether the KeystoneService and KeystoneEndpoint CRDs are installed and Established.
+async fn catalog_installed(client: &kube::Client, wait: std::time::Duration) -> anyhow::Result<bool> {
+    for crd in [
+        keystone_types::SERVICE_CRD_NAME,
+        keystone_types::ENDPOINT_CRD_NAME,
+    ] {
+        match operator_common::crd::ensure_established(client.clone(), crd, wait).await {
+            Ok(()) => {}
+            Err(operator_common::crd::CrdError::NotInstalled { .. }) => {
+                tracing::warn!(
+                    crd,
+                    "CRD not installed: KeystoneService/KeystoneEndpoint are not reconciled until it is (then \
+                     restart this controller); {}",
+                    operator_common::crd::INSTALL_HINT
+                );
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let urls = UrlOverrides::parse(&args.keystone_url).map_err(anyhow::Error::msg)?;
+    let ca_bundle = match &args.keystone_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read --keystone-ca-file {}", path.display()))?,
+        ),
+        None => None,
+    };
     let Some(rt) = Runtime::start(CONTROLLER, &args.common).await? else {
         return Ok(());
     };
@@ -88,11 +142,111 @@ async fn main() -> anyhow::Result<()> {
     } else {
         controller
     };
-    rt.mark_ready_when_synced(store);
-    controller
+    // The catalog controllers, when their CRDs are installed (Helm does not add CRDs on upgrade: without
+    // them the rest of this controller keeps working, and says so).
+    let catalog = catalog_installed(&rt.client, args.common.crd_wait).await?;
+    let main_loop = controller
         .graceful_shutdown_on(rt.shutdown_signal())
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+        .for_each(|_| async {});
+    if catalog {
+        let services = Controller::new(
+            rt.keystoneapi_api::<KeystoneService>(),
+            watcher::Config::default().any_semantic(),
+        );
+        let service_store = services.store();
+        let endpoints = Controller::new(
+            rt.keystoneapi_api::<KeystoneEndpoint>(),
+            watcher::Config::default().any_semantic(),
+        );
+        let endpoint_store = endpoints.store();
+        let catalog = Arc::new(Catalog {
+            client: rt.client.clone(),
+            keystones: store.clone(),
+            services: service_store.clone(),
+            admin: AdminClients::new(ca_bundle, args.keystone_timeout),
+            urls,
+            metrics: CatalogMetrics::new(&rt.metrics.registry)?,
+            backoff: Backoff::default(),
+            recorder: rt.recorder(),
+        });
+        // KeystoneAPI changes (Ready, endpoints, deletion) wake every catalog object of that namespace.
+        let by_keystone = |store: kube::runtime::reflector::Store<KeystoneService>| {
+            move |ks: DeserializeGuard<KeystoneAPI>| {
+                let ns = ks.0.as_ref().ok().and_then(|k| k.namespace()).unwrap_or_default();
+                store
+                    .state()
+                    .iter()
+                    .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
+                    .map(|s| ObjectRef::from_obj(s.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let secret_refs = service_store.clone();
+        let services = services
+            .watches(
+                rt.keystoneapi_api::<DeserializeGuard<KeystoneAPI>>(),
+                watcher::Config::default().any_semantic(),
+                by_keystone(service_store.clone()),
+            )
+            // The service users' password Secrets, by metadata only.
+            .watches(
+                rt.keystoneapi_api::<PartialObjectMeta<Secret>>(),
+                watcher::Config::default().any_semantic(),
+                move |secret| {
+                    let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                    secret_refs
+                        .state()
+                        .iter()
+                        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()) && s.spec.secret == name)
+                        .map(|s| ObjectRef::from_obj(s.as_ref()))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .graceful_shutdown_on(rt.shutdown_signal())
+            .run(service::reconcile, service::error_policy, catalog.clone())
+            .for_each(|_| async {});
+        let keystone_refs = endpoint_store.clone();
+        let service_refs = endpoint_store.clone();
+        let endpoints = endpoints
+            .watches(
+                rt.keystoneapi_api::<DeserializeGuard<KeystoneAPI>>(),
+                watcher::Config::default().any_semantic(),
+                move |ks: DeserializeGuard<KeystoneAPI>| {
+                    let ns = ks.0.as_ref().ok().and_then(|k| k.namespace()).unwrap_or_default();
+                    keystone_refs
+                        .state()
+                        .iter()
+                        .filter(|e| e.namespace().as_deref() == Some(ns.as_str()))
+                        .map(|e| ObjectRef::from_obj(e.as_ref()))
+                        .collect::<Vec<_>>()
+                },
+            )
+            // A KeystoneService becoming Ready (or changing its service ID) wakes its endpoints.
+            .watches(
+                rt.keystoneapi_api::<KeystoneService>(),
+                watcher::Config::default().any_semantic(),
+                move |svc| {
+                    let ns = svc.namespace().unwrap_or_default();
+                    service_refs
+                        .state()
+                        .iter()
+                        .filter(|e| {
+                            e.namespace().as_deref() == Some(ns.as_str())
+                                && e.spec.service_name == svc.spec.service_name
+                        })
+                        .map(|e| ObjectRef::from_obj(e.as_ref()))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .graceful_shutdown_on(rt.shutdown_signal())
+            .run(endpoint::reconcile, endpoint::error_policy, catalog)
+            .for_each(|_| async {});
+        rt.mark_ready_when_synced(store);
+        tokio::join!(main_loop, services, endpoints);
+    } else {
+        rt.mark_ready_when_synced(store);
+        main_loop.await;
+    }
     rt.finish().await
 }

@@ -258,6 +258,55 @@ impl KeystoneClient {
         }
     }
 
+    /// The role named `name`, created (`POST /v3/roles`) when missing. Keystone's bootstrap creates `admin`,
+    /// `member` and `reader` but not `service`. A create that races with another creator (409) is resolved
+    /// by looking the role up again.
+    pub async fn ensure_role(&self, name: &str) -> Result<Role> {
+        if let Some(role) = self.find_role(name).await? {
+            return Ok(role);
+        }
+        let body = json!({ "role": { "name": name } });
+        match self
+            .call(Method::POST, &["roles"], &[], Some(&body), None)
+            .await?
+            .object("role")
+        {
+            Err(Error::Conflict { .. }) => self.find_role(name).await?.ok_or_else(|| Error::Conflict {
+                method: "POST".to_owned(),
+                path: "/v3/roles".to_owned(),
+                message: format!("role {name} exists but cannot be found by name"),
+            }),
+            other => other,
+        }
+    }
+
+    /// `DELETE /v3/projects/{p}/users/{u}/roles/{r}`; an assignment that does not exist is success.
+    pub async fn revoke_project_role(&self, project_id: &str, user_id: &str, role_id: &str) -> Result<()> {
+        self.delete(&["projects", project_id, "users", user_id, "roles", role_id])
+            .await
+    }
+
+    /// Whether `password` authenticates `username` (in the domain named `domain_name`): an unscoped
+    /// `POST /v3/auth/tokens` as that user, without this client's token. `Ok(false)` on 401. Used to change a
+    /// service user's password only when it differs, since Keystone revokes a user's tokens when its
+    /// password is updated.
+    pub async fn password_works(&self, username: &str, domain_name: &str, password: &str) -> Result<bool> {
+        let url = self.url(&["auth", "tokens"], &[])?;
+        let body = json!({
+            "auth": { "identity": { "methods": ["password"], "password": { "user": {
+                "name": username, "domain": { "name": domain_name }, "password": password
+            } } } }
+        });
+        let reply = self
+            .send(&Method::POST, url, None, Some(&body), &[password])
+            .await?;
+        match reply.status {
+            StatusCode::UNAUTHORIZED => Ok(false),
+            s if s.is_success() => Ok(true),
+            _ => Err(reply.into_error()),
+        }
+    }
+
     async fn delete(&self, segments: &[&str]) -> Result<()> {
         let reply = self.call(Method::DELETE, segments, &[], None, None).await?;
         if reply.status == StatusCode::NOT_FOUND {

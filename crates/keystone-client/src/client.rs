@@ -371,7 +371,7 @@ impl KeystoneClient {
         })
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: &Method,
         url: Url,
@@ -444,7 +444,7 @@ impl KeystoneClient {
     }
 
     /// The URL of `segments` (each percent-encoded as one path segment) under `/v3`, with `query`.
-    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url> {
+    pub(crate) fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url> {
         let mut url = self.inner.base.clone();
         url.path_segments_mut()
             .map_err(|()| Error::Config(format!("auth_url {} cannot take a path", self.inner.base)))?

@@ -692,3 +692,90 @@ fn the_configuration_is_checked() {
     config.timeout = Duration::ZERO;
     assert_eq!(KeystoneClient::new(config).unwrap_err().category(), "Config");
 }
+
+#[tokio::test]
+async fn ensure_role_creates_a_missing_role_and_resolves_a_race() {
+    let created = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let c = created.clone();
+    let fake = Fake::with_tokens(move |s| match (s.method.as_str(), s.path.as_str()) {
+        ("GET", "/v3/roles") if s.query == "name=service" && c.load(std::sync::atomic::Ordering::SeqCst) => {
+            Reply::fixture(200, "roles_list.json")
+        }
+        ("GET", "/v3/roles") => Reply::body(200, json!({"roles": [], "links": {}}).to_string()),
+        ("POST", "/v3/roles") if s.json()["role"]["name"] == "service" => {
+            // Another creator won: Keystone says 409, the role is there now.
+            c.store(true, std::sync::atomic::Ordering::SeqCst);
+            Reply::body(
+                409,
+                json!({"error": {"code": 409, "title": "Conflict", "message": "Duplicate entry"}})
+                    .to_string(),
+            )
+        }
+        ("POST", "/v3/roles") => Reply::body(
+            201,
+            json!({"role": {"id": "r-new", "name": s.json()["role"]["name"], "domain_id": null}}).to_string(),
+        ),
+        _ => Reply::empty(500),
+    })
+    .await;
+    let keystone = client(&fake);
+    let role = keystone.ensure_role("service").await.unwrap();
+    assert_eq!(role.id, "2d4f6a8c0e1b4d3f5a7c9e1b3d5f7a9c");
+    let role = keystone.ensure_role("observer").await.unwrap();
+    assert_eq!(role.id, "r-new");
+}
+
+#[tokio::test]
+async fn revoking_a_role_and_checking_a_password() {
+    let fake = Fake::with_tokens(|s| match (s.method.as_str(), s.path.as_str()) {
+        ("DELETE", p) if p.ends_with("/roles/gone") => Reply::empty(404),
+        ("DELETE", _) => Reply::empty(204),
+        _ => Reply::empty(500),
+    })
+    .await;
+    let keystone = client(&fake);
+    keystone.revoke_project_role("p1", "u1", "r1").await.unwrap();
+    keystone.revoke_project_role("p1", "u1", "gone").await.unwrap();
+    assert!(
+        fake.calls()
+            .iter()
+            .any(|s| s.is("DELETE", "/v3/projects/p1/users/u1/roles/r1"))
+    );
+
+    // The password check authenticates as the service user, unscoped, without the admin token.
+    let checker = Fake::start(|s| {
+        if s.is_auth() && s.json()["auth"]["identity"]["password"]["user"]["password"] == SERVICE_PASSWORD {
+            Reply::body(
+                201,
+                json!({"token": {"expires_at": "2025-03-14T11:26:12.000000Z"}}).to_string(),
+            )
+        } else if s.is_auth() && s.json()["auth"]["identity"]["password"]["user"]["name"] == "admin" {
+            Issuer::default().issue()
+        } else {
+            Reply::fixture(401, "error_401.json")
+        }
+    })
+    .await;
+    let keystone = client(&checker);
+    assert!(
+        keystone
+            .password_works("placement", "Default", SERVICE_PASSWORD)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !keystone
+            .password_works("placement", "Default", "wrong")
+            .await
+            .unwrap()
+    );
+    let seen = checker.seen();
+    assert_eq!(seen.len(), 2, "no admin token is needed for the check");
+    let auth = seen[0].json();
+    assert_eq!(
+        auth["auth"]["identity"]["password"]["user"]["domain"]["name"],
+        "Default"
+    );
+    assert!(auth["auth"].get("scope").is_none(), "the check is unscoped");
+    assert_eq!(seen[0].token(), "");
+}

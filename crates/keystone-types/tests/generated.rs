@@ -11,14 +11,23 @@ fn repo_file(path: &str) -> String {
 
 #[test]
 fn crd_manifests_match_the_code() {
-    let generated = keystone_types::crds_yaml().expect("CRD YAML");
-    for path in [
-        "manifests/crds/keystone.openstack.org_keystoneapis.yaml",
-        "charts/keystone-operator/crds/keystone.openstack.org_keystoneapis.yaml",
-    ] {
-        assert!(
-            repo_file(path) == generated,
-            "{path} is out of date with the code; regenerate it with `make generate`"
+    let files = keystone_types::crd_files().expect("CRD YAML");
+    assert_eq!(files.len(), 3);
+    for dir in ["manifests/crds", "charts/keystone-operator/crds"] {
+        for (file, generated) in &files {
+            let path = format!("{dir}/{file}");
+            assert!(
+                repo_file(&path) == *generated,
+                "{path} is out of date with the code; regenerate it with `make generate`"
+            );
+        }
+        let on_disk = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(dir))
+            .unwrap()
+            .count();
+        assert_eq!(
+            on_disk,
+            files.len(),
+            "{dir} holds CRD files the code does not generate"
         );
     }
 }

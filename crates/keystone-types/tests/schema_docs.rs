@@ -20,16 +20,17 @@ fn undocumented(path: &str, props: &JSONSchemaProps, out: &mut Vec<String>) {
 
 #[test]
 fn every_field_has_a_description() {
-    let crd = keystone_types::keystoneapi_crd();
-    let schema = crd.spec.versions[0]
-        .schema
-        .as_ref()
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .expect("schema");
     let mut missing = Vec::new();
-    for top in ["spec", "status"] {
-        let props = &schema.properties.as_ref().expect("properties")[top];
-        undocumented(&format!(".{top}"), props, &mut missing);
+    for crd in keystone_types::crds() {
+        let schema = crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .expect("schema");
+        for top in ["spec", "status"] {
+            let props = &schema.properties.as_ref().expect("properties")[top];
+            undocumented(&format!("{}.{top}", crd.spec.names.kind), props, &mut missing);
+        }
     }
     assert!(
         missing.is_empty(),

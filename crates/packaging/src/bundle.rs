@@ -42,7 +42,7 @@ pub struct Sources {
     pub csv_base: String,
     /// The CRD files of `manifests/crds/`: (file name, content).
     pub crds: Vec<(String, String)>,
-    /// The sample files of `manifests/samples/` (only their KeystoneAPI documents are used).
+    /// The sample files of `manifests/samples/` (only their documents of our kinds are used).
     pub samples: Vec<String>,
     /// `hack/olm/icon.svg`.
     pub icon_svg: Vec<u8>,
@@ -308,12 +308,12 @@ fn min_kube_version(constraint: &str) -> Result<String, BundleError> {
     Ok(v.to_owned())
 }
 
-/// The KeystoneAPI examples for `alm-examples`, as JSON (the samples' comments dropped).
+/// The examples of our kinds for `alm-examples`, as JSON (the samples' comments dropped).
 fn alm_examples(samples: &[String]) -> Result<String, BundleError> {
     let mut examples = Vec::new();
     for (i, sample) in samples.iter().enumerate() {
         for doc in documents(sample, &format!("sample {i}"))? {
-            if kind(&doc) == "KeystoneAPI" {
+            if matches!(kind(&doc), "KeystoneAPI" | "KeystoneService" | "KeystoneEndpoint") {
                 examples.push(
                     serde_json::to_value(&doc).map_err(|e| input(format!("sample {i}"), e.to_string()))?,
                 );
@@ -321,7 +321,10 @@ fn alm_examples(samples: &[String]) -> Result<String, BundleError> {
         }
     }
     if examples.is_empty() {
-        return Err(input("manifests/samples", "holds no KeystoneAPI"));
+        return Err(input(
+            "manifests/samples",
+            "holds no KeystoneAPI, KeystoneService or KeystoneEndpoint",
+        ));
     }
     serde_json::to_string_pretty(&examples).map_err(|e| input("alm-examples", e.to_string()))
 }

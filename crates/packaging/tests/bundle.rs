@@ -17,6 +17,7 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, Pat
 use serde_json::json;
 use serde_yaml::Value;
 
+use keystone_types::catalog::{KeystoneEndpoint, KeystoneService};
 use keystone_types::{KeystoneAPI, conditions};
 use packaging::bundle::{TARGET_NAMESPACES_FIELD, WATCH_NAMESPACE_ENV, csv_file};
 use packaging::{documents, repo_root, run};
@@ -42,6 +43,12 @@ fn csv() -> Value {
 
 fn crd() -> Value {
     read_yaml(bundle_dir().join("manifests/keystone.openstack.org_keystoneapis.yaml"))
+}
+
+/// The bundle's CRD with this name.
+fn crd_named(name: &str) -> Value {
+    let (plural, group) = name.split_once('.').unwrap();
+    read_yaml(bundle_dir().join(format!("manifests/{group}_{plural}.yaml")))
 }
 
 fn olm_validate() -> PathBuf {
@@ -116,22 +123,33 @@ fn schema_at<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
 fn csv_descriptors_images_and_permissions_match_the_crd_and_the_deployments() {
     let csv = csv();
     let crd = crd();
-    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
-    let owned = &csv["spec"]["customresourcedefinitions"]["owned"][0];
-    assert_eq!(owned["name"], crd["metadata"]["name"]);
-    assert_eq!(owned["kind"], crd["spec"]["names"]["kind"]);
-    assert_eq!(owned["version"], crd["spec"]["versions"][0]["name"]);
-    for (section, descriptors) in [("spec", "specDescriptors"), ("status", "statusDescriptors")] {
-        let list = owned[descriptors].as_sequence().unwrap();
-        assert!(list.len() >= 5, "{descriptors}: only {}", list.len());
-        for d in list {
-            let path = d["path"].as_str().unwrap();
-            let node = schema_at(&schema["properties"][section], path);
-            assert!(
-                node.is_some(),
-                "{descriptors}: {section}.{path} is not in the CRD"
-            );
-            assert!(d["description"].as_str().is_some_and(|s| !s.is_empty()));
+    let owned = csv["spec"]["customresourcedefinitions"]["owned"]
+        .as_sequence()
+        .unwrap();
+    assert_eq!(
+        owned.len(),
+        keystone_types::crds().len(),
+        "every CRD of the bundle is owned"
+    );
+    assert_eq!(owned[0]["name"], crd["metadata"]["name"]);
+    for owned in owned {
+        let crd = crd_named(owned["name"].as_str().unwrap());
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        assert_eq!(owned["kind"], crd["spec"]["names"]["kind"]);
+        assert_eq!(owned["version"], crd["spec"]["versions"][0]["name"]);
+        for (section, descriptors) in [("spec", "specDescriptors"), ("status", "statusDescriptors")] {
+            let list = owned[descriptors].as_sequence().unwrap();
+            assert!(list.len() >= 2, "{descriptors}: only {}", list.len());
+            for d in list {
+                let path = d["path"].as_str().unwrap();
+                let node = schema_at(&schema["properties"][section], path);
+                assert!(
+                    node.is_some(),
+                    "{descriptors}: {section}.{path} is not in {}",
+                    owned["name"].as_str().unwrap()
+                );
+                assert!(d["description"].as_str().is_some_and(|s| !s.is_empty()));
+            }
         }
     }
 
@@ -233,9 +251,18 @@ async fn alm_examples_pass_the_apiservers_crd_schema() {
         json!({"containerImage": keystone_types::v1beta1::DEFAULT_CONTAINER_IMAGE, "replicas": 1, "secret": "osp-secret"}),
         "the basic example comes first (consoles offer it as the default)"
     );
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &ns.name, &ApiResource::erase::<KeystoneAPI>(&()));
-    for example in examples {
+    let kinds: Vec<&str> = examples.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for kind in ["KeystoneAPI", "KeystoneService", "KeystoneEndpoint"] {
+        assert!(kinds.contains(&kind), "no {kind} example: {kinds:?}");
+    }
+    for example in &examples {
+        let resource = match example["kind"].as_str().unwrap() {
+            "KeystoneAPI" => ApiResource::erase::<KeystoneAPI>(&()),
+            "KeystoneService" => ApiResource::erase::<KeystoneService>(&()),
+            "KeystoneEndpoint" => ApiResource::erase::<KeystoneEndpoint>(&()),
+            other => panic!("unexpected example kind {other}"),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &resource);
         let obj: DynamicObject = serde_json::from_value(example.clone()).unwrap();
         let created = api
             .create(

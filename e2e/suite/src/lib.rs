@@ -37,6 +37,8 @@ pub struct Env {
     pub client: Client,
     /// Controller processes: api, fernet, db.
     pub controllers: Vec<ControllerProcess>,
+    /// Extra arguments of the api controller (kept across restarts).
+    pub api_args: Vec<String>,
 }
 
 fn run_script(script: &str, args: &[&str], kubeconfig: &std::path::Path) -> String {
@@ -75,6 +77,7 @@ impl Env {
             cluster,
             client,
             controllers: Vec::new(),
+            api_args: Vec::new(),
         };
         for c in ["api", "fernet", "db"] {
             env.start_controller(c, min_rotation_interval).await;
@@ -84,11 +87,14 @@ impl Env {
 
     /// Starts controller `c` (api, fernet, db) watching the e2e namespace.
     pub async fn start_controller(&mut self, c: &str, min_rotation_interval: &str) {
-        let extra: Vec<&str> = if c == "fernet" {
+        let mut extra: Vec<&str> = if c == "fernet" {
             vec!["--min-rotation-interval", min_rotation_interval]
         } else {
             vec![]
         };
+        if c == "api" {
+            extra.extend(self.api_args.iter().map(String::as_str));
+        }
         let mut p = ControllerProcess::start(
             &binary::sibling(&format!("keystone-{c}-controller")),
             &self.cluster,
@@ -184,6 +190,18 @@ impl Env {
     /// node's pods see them. Returns the JSON output. The environment is cleared (stray OS_* variables
     /// would redirect it).
     pub async fn openstack(&self, auth_url: &str, password: &str, args: &[&str]) -> Result<Value, String> {
+        self.openstack_as(auth_url, ("admin", "admin"), password, args)
+            .await
+    }
+
+    /// `openstack <args> -f json` as `user` scoped to `project` (both in the Default domain).
+    pub async fn openstack_as(
+        &self,
+        auth_url: &str,
+        (user, project): (&str, &str),
+        password: &str,
+        args: &[&str],
+    ) -> Result<Value, String> {
         let hosts = std::env::temp_dir().join(format!("keystone-e2e-hosts-{}", std::process::id()));
         let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), NAMESPACE);
         let mut text = String::from("127.0.0.1 localhost\n");
@@ -213,11 +231,11 @@ impl Env {
                 "--os-identity-api-version",
                 "3",
                 "--os-username",
-                "admin",
+                user,
                 "--os-password",
                 password,
                 "--os-project-name",
-                "admin",
+                project,
                 "--os-user-domain-name",
                 "Default",
                 "--os-project-domain-name",
@@ -561,4 +579,50 @@ pub async fn ready_endpoints(client: &Client, svc: &str) -> Result<Vec<String>, 
     }
     out.sort();
     Ok(out)
+}
+
+/// A TCP proxy on 127.0.0.1 to the ready endpoints of a Service of the e2e namespace (what kube-proxy does in
+/// a cluster), for a controller running on the host: each connection goes to the next ready endpoint, looked
+/// up when it is accepted. Stops when dropped.
+pub struct ServiceProxy {
+    /// The local address.
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServiceProxy {
+    /// Proxies 127.0.0.1:<free port> to port `port` of the ready endpoints of Service `svc`.
+    pub async fn start(client: &Client, svc: &str, port: u16) -> ServiceProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, svc) = (client.clone(), svc.to_owned());
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let endpoints = ready_endpoints(&client, &svc).await.unwrap_or_default();
+                if endpoints.is_empty() {
+                    continue;
+                }
+                let target = format!("{}:{port}", endpoints[next % endpoints.len()]);
+                next = next.wrapping_add(1);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        ServiceProxy { addr, task }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for ServiceProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

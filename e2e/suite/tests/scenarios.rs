@@ -1,4 +1,5 @@
-//! The end-to-end scenarios, in order, on one KeystoneAPI (they build on each other, as a user's would).
+//! The end-to-end scenarios, in order, on one KeystoneAPI (they build on each other, as a user's would; the
+//! catalog scenario comes last because it ends by deleting the KeystoneAPI).
 //! Run with `make e2e` (root: the local node). Each scenario prints its duration.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +14,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use keystone_e2e::{ADMIN_PASSWORD, DB_PASSWORD, DB_ROOT_PASSWORD, Env, Keystone, Load, NAMESPACE, Targets};
+use keystone_types::catalog::{KeystoneEndpoint, KeystoneService};
 use keystone_types::conditions;
 
 const NAME: &str = "keystone";
@@ -1021,6 +1023,340 @@ async fn credential_rotation(env: &mut Env, admin_password: &str, db_password: &
     )
 }
 
+/// The condition `type_` of a catalog object's status is `status` for its current generation.
+fn catalog_condition(
+    conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
+    generation: Option<i64>,
+    type_: &str,
+    status: &str,
+) -> Result<(), String> {
+    let c = conditions
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_))
+        .ok_or_else(|| format!("no {type_} condition"))?;
+    if c.status == status && c.observed_generation == generation {
+        Ok(())
+    } else {
+        Err(format!("{type_}={} ({}: {})", c.status, c.reason, c.message))
+    }
+}
+
+async fn service_ready(services: &Api<KeystoneService>, name: &str) {
+    test_support::wait::until(
+        &format!("KeystoneService {name} Ready"),
+        Duration::from_secs(90),
+        || async {
+            let s = services.get(name).await.map_err(|e| e.to_string())?;
+            let st = s.status.unwrap_or_default();
+            catalog_condition(st.conditions.as_ref(), s.metadata.generation, "Ready", "True")
+        },
+    )
+    .await;
+}
+
+async fn endpoint_ready(endpoints: &Api<KeystoneEndpoint>, name: &str) {
+    test_support::wait::until(
+        &format!("KeystoneEndpoint {name} Ready"),
+        Duration::from_secs(90),
+        || async {
+            let e = endpoints.get(name).await.map_err(|e| e.to_string())?;
+            let st = e.status.unwrap_or_default();
+            catalog_condition(st.conditions.as_ref(), e.metadata.generation, "Ready", "True")
+        },
+    )
+    .await;
+}
+
+/// The catalog as `openstack catalog list` shows it: service name → (type, interface → URL).
+async fn catalog(
+    env: &Env,
+    internal: &str,
+    password: &str,
+) -> BTreeMap<String, (String, BTreeMap<String, String>)> {
+    let list = env
+        .openstack(internal, password, &["catalog", "list"])
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for entry in list.as_array().unwrap() {
+        let mut urls = BTreeMap::new();
+        for e in entry["Endpoints"].as_array().into_iter().flatten() {
+            urls.insert(
+                e["interface"].as_str().unwrap_or_default().to_owned(),
+                e["url"].as_str().unwrap_or_default().to_owned(),
+            );
+        }
+        out.insert(
+            entry["Name"].as_str().unwrap_or_default().to_owned(),
+            (entry["Type"].as_str().unwrap_or_default().to_owned(), urls),
+        );
+    }
+    out
+}
+
+/// Whether `user` authenticates with `password` (project `service`): a real token request through the CLI.
+async fn authenticates(env: &Env, internal: &str, user: &str, password: &str) -> Result<(), String> {
+    env.openstack_as(internal, (user, "service"), password, &["token", "issue"])
+        .await
+        .map(|_| ())
+}
+
+/// Scenario 9 (issue 9): the catalog CRDs against the real Keystone. A KeystoneService and a KeystoneEndpoint
+/// register placement (visible in `openstack catalog list`, the service user authenticates); a URL change is
+/// applied; a password change in the Secret is applied (the new password authenticates, the old does not);
+/// deleting both removes the service, its endpoints and its user; with the KeystoneAPI deleted first, deleting
+/// catalog objects completes at once.
+async fn catalog_resources(env: &mut Env, admin_password: &str) -> String {
+    let ks = env.keystones().get(NAME).await.unwrap();
+    let internal = ks.status.unwrap().api_endpoints.unwrap().internal.unwrap();
+    // The controller runs on the host: it reaches the internal Service through a local proxy.
+    let proxy = keystone_e2e::ServiceProxy::start(
+        &env.client,
+        &keystone_types::names::service(NAME, keystone_types::v1beta1::Endpoint::Internal),
+        5000,
+    )
+    .await;
+    env.api_args = vec![
+        "--keystone-url".into(),
+        format!("{NAMESPACE}/{NAME}={}", proxy.url()),
+    ];
+    env.crash_and_restart("api", "20s").await;
+
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
+    let _ = secrets
+        .delete("catalog-passwords", &DeleteParams::default())
+        .await;
+    const PW1: &str = "placement$'\"`{{p}}% one";
+    const PW2: &str = "placement$'\"`{{p}}% two";
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "catalog-passwords"},
+        "stringData": {"PlacementPassword": PW1, "Other": "x"}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+
+    let services: Api<KeystoneService> = Api::namespaced(env.client.clone(), NAMESPACE);
+    let endpoints: Api<KeystoneEndpoint> = Api::namespaced(env.client.clone(), NAMESPACE);
+    let t = Instant::now();
+    let svc: KeystoneService = serde_json::from_value(json!({
+        "metadata": {"name": "placement"},
+        "spec": {"serviceType": "placement", "serviceName": "placement", "serviceDescription": "Placement",
+                 "serviceUser": "placement", "secret": "catalog-passwords", "passwordSelector": "PlacementPassword"}
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    let ep: KeystoneEndpoint = serde_json::from_value(json!({
+        "metadata": {"name": "placement"},
+        "spec": {"serviceName": "placement", "endpoints": {
+            "public": "http://placement-public.example:8778", "internal": "http://placement-internal.e2e.svc:8778"}}
+    }))
+    .unwrap();
+    endpoints.create(&PostParams::default(), &ep).await.unwrap();
+    service_ready(&services, "placement").await;
+    endpoint_ready(&endpoints, "placement").await;
+    let registered_in = t.elapsed();
+    let cat = catalog(env, &internal, admin_password).await;
+    let (type_, urls) = cat
+        .get("placement")
+        .unwrap_or_else(|| panic!("placement not in the catalog: {cat:?}"));
+    assert_eq!(type_, "placement");
+    assert_eq!(
+        urls.get("public").map(String::as_str),
+        Some("http://placement-public.example:8778")
+    );
+    assert_eq!(
+        urls.get("internal").map(String::as_str),
+        Some("http://placement-internal.e2e.svc:8778")
+    );
+    assert_eq!(urls.len(), 2, "{urls:?}");
+    authenticates(env, &internal, "placement", PW1).await.unwrap();
+    let roles = env
+        .openstack(
+            &internal,
+            admin_password,
+            &["role", "assignment", "list", "--user", "placement", "--names"],
+        )
+        .await
+        .unwrap();
+    let role_names: Vec<&str> = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        role_names,
+        ["service"],
+        "only the service role unless grantAdminRole: {roles}"
+    );
+
+    // A URL change, and the admin interface added.
+    endpoints
+        .patch(
+            "placement",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"endpoints": {
+                "public": "https://placement.example.org", "admin": "http://placement-admin:8778"}}})),
+        )
+        .await
+        .unwrap();
+    endpoint_ready(&endpoints, "placement").await;
+    let cat = catalog(env, &internal, admin_password).await;
+    let urls = &cat["placement"].1;
+    assert_eq!(
+        urls.get("public").map(String::as_str),
+        Some("https://placement.example.org")
+    );
+    assert_eq!(
+        urls.get("admin").map(String::as_str),
+        Some("http://placement-admin:8778")
+    );
+    assert_eq!(urls.len(), 3, "{urls:?}");
+
+    // Another key of the Secret changes: the password is not touched (its tokens stay valid).
+    secrets
+        .patch(
+            "catalog-passwords",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"Other": "y"}})),
+        )
+        .await
+        .unwrap();
+    // The password changes: the new one authenticates, the old one no longer does.
+    secrets
+        .patch(
+            "catalog-passwords",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"PlacementPassword": PW2}})),
+        )
+        .await
+        .unwrap();
+    let version = secrets
+        .get("catalog-passwords")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    test_support::wait::until(
+        "the new service password applied",
+        Duration::from_secs(90),
+        || async {
+            let s = services.get("placement").await.map_err(|e| e.to_string())?;
+            let st = s.status.unwrap_or_default();
+            if st.password_secret_version == version {
+                catalog_condition(st.conditions.as_ref(), s.metadata.generation, "Ready", "True")
+            } else {
+                Err(format!("passwordSecretVersion {:?}", st.password_secret_version))
+            }
+        },
+    )
+    .await;
+    authenticates(env, &internal, "placement", PW2).await.unwrap();
+    assert!(
+        authenticates(env, &internal, "placement", PW1).await.is_err(),
+        "the old password still works"
+    );
+    let metrics = env.controllers[0].metrics().await;
+    let password_updates: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("keystone_api_catalog_keystone_changes_total") && l.contains("password_updated")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert_eq!(password_updates, 1.0, "exactly one password update:\n{metrics}");
+
+    // Deleting both removes the endpoints, the service and the user from Keystone.
+    endpoints
+        .delete("placement", &DeleteParams::default())
+        .await
+        .unwrap();
+    services
+        .delete("placement", &DeleteParams::default())
+        .await
+        .unwrap();
+    test_support::wait::until("catalog objects deleted", Duration::from_secs(60), || async {
+        match (
+            services.get_opt("placement").await,
+            endpoints.get_opt("placement").await,
+        ) {
+            (Ok(None), Ok(None)) => Ok(()),
+            other => Err(format!(
+                "{:?}",
+                (other.0.map(|o| o.is_some()), other.1.map(|o| o.is_some()))
+            )),
+        }
+    })
+    .await;
+    let cat = catalog(env, &internal, admin_password).await;
+    assert!(
+        !cat.contains_key("placement"),
+        "placement still in the catalog: {cat:?}"
+    );
+    let user = env
+        .openstack(&internal, admin_password, &["user", "show", "placement"])
+        .await;
+    assert!(user.is_err(), "the service user is still there: {user:?}");
+
+    // The KeystoneAPI goes first (as in a namespace deletion): catalog objects then delete at once.
+    let svc: KeystoneService = serde_json::from_value(json!({
+        "metadata": {"name": "nova"},
+        "spec": {"serviceType": "compute", "serviceName": "nova", "serviceUser": "nova",
+                 "secret": "catalog-passwords", "passwordSelector": "PlacementPassword"}
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    let ep: KeystoneEndpoint = serde_json::from_value(json!({
+        "metadata": {"name": "nova"},
+        "spec": {"serviceName": "nova", "endpoints": {"internal": "http://nova-internal:8774/v2.1"}}
+    }))
+    .unwrap();
+    endpoints.create(&PostParams::default(), &ep).await.unwrap();
+    service_ready(&services, "nova").await;
+    endpoint_ready(&endpoints, "nova").await;
+    env.keystones()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .unwrap();
+    test_support::wait::until("KeystoneAPI gone", Duration::from_secs(60), || async {
+        match env.keystones().get_opt(NAME).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|o| o.is_some()))),
+        }
+    })
+    .await;
+    let t_delete = Instant::now();
+    endpoints.delete("nova", &DeleteParams::default()).await.unwrap();
+    services.delete("nova", &DeleteParams::default()).await.unwrap();
+    test_support::wait::until(
+        "catalog objects deleted without a KeystoneAPI",
+        Duration::from_secs(30),
+        || async {
+            match (services.get_opt("nova").await, endpoints.get_opt("nova").await) {
+                (Ok(None), Ok(None)) => Ok(()),
+                other => Err(format!(
+                    "{:?}",
+                    (other.0.map(|o| o.is_some()), other.1.map(|o| o.is_some()))
+                )),
+            }
+        },
+    )
+    .await;
+    let deleted_in = t_delete.elapsed();
+    for p in &env.controllers {
+        let out = p.output();
+        for secret in [PW1, PW2, admin_password] {
+            assert!(!out.contains(secret), "a password in the controller logs");
+        }
+    }
+    drop(proxy);
+    format!(
+        "service + endpoints Ready {registered_in:?} after creation; URL change and password change applied \
+         (1 password update); deletion removed service, endpoints and user; without a KeystoneAPI deleted in \
+         {deleted_in:?}"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn keystone_lifecycle() {
     let t = Instant::now();
@@ -1082,6 +1418,14 @@ async fn keystone_lifecycle() {
     let summary = credential_rotation(&mut env, NEW_ADMIN_PASSWORD, NEW_DB_PASSWORD).await;
     println!(
         "e2e: scenario 8 (credential key rotation with credential_migrate) in {:?}: {summary}",
+        t.elapsed()
+    );
+
+    // Last: it ends by deleting the KeystoneAPI.
+    let t = Instant::now();
+    let summary = catalog_resources(&mut env, NEW_ADMIN_PASSWORD).await;
+    println!(
+        "e2e: scenario 9 (catalog: KeystoneService, KeystoneEndpoint) in {:?}: {summary}",
         t.elapsed()
     );
 }

@@ -1,0 +1,317 @@
+//! The catalog controllers: `KeystoneService` and `KeystoneEndpoint`, reconciled against the Keystone API of
+//! their KeystoneAPI. They run in this binary as two more kube-runtime controllers, each with its own field
+//! manager and metrics (`keystone_api_catalog_*{kind}`), woken by watches on the KeystoneAPIs, the services'
+//! password Secrets and (for endpoints) the KeystoneServices — not by polling. A failing Keystone call backs
+//! off exponentially per object (5 s doubling to 5 min), and a healthy object is re-checked every 10 minutes
+//! to repair drift made in Keystone directly.
+
+pub mod endpoint;
+pub mod service;
+pub mod target;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use keystone_types::KeystoneAPI;
+use keystone_types::catalog::KeystoneService;
+use operator_common::conditions::Desired;
+
+use crate::catalog::target::{AdminClients, UrlOverrides};
+
+/// Field manager of the KeystoneService controller's status writes and finalizer patches.
+pub const SERVICE_FIELD_MANAGER: &str = "keystone-api-controller/keystoneservice";
+/// Field manager of the KeystoneEndpoint controller's status writes and finalizer patches.
+pub const ENDPOINT_FIELD_MANAGER: &str = "keystone-api-controller/keystoneendpoint";
+
+/// How often a Ready object is compared with Keystone again (drift made in Keystone directly).
+pub const RESYNC: Duration = Duration::from_secs(600);
+/// How long a deletion may keep failing against a reachable-looking Keystone before the finalizer is
+/// dropped anyway (with a Warning Event), so that namespace deletion always completes.
+pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Metrics of the two catalog controllers, in the api controller's registry.
+#[derive(Clone, Debug)]
+pub struct CatalogMetrics {
+    /// `keystone_api_catalog_reconcile_runs_total{kind}`
+    pub runs: IntCounterVec,
+    /// `keystone_api_catalog_reconcile_failures_total{kind,category}`
+    pub failures: IntCounterVec,
+    /// `keystone_api_catalog_reconcile_duration_seconds{kind}`
+    pub duration: HistogramVec,
+    /// `keystone_api_catalog_keystone_changes_total{kind,change}`: writes made to Keystone.
+    pub changes: IntCounterVec,
+}
+
+impl CatalogMetrics {
+    /// Registers the metrics in `registry` (the controller's, prefixed `keystone_api_`).
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let runs = IntCounterVec::new(
+            Opts::new(
+                "catalog_reconcile_runs_total",
+                "Catalog reconcile runs started, by kind.",
+            ),
+            &["kind"],
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "catalog_reconcile_failures_total",
+                "Catalog reconcile runs that failed, by kind and error category.",
+            ),
+            &["kind", "category"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "catalog_reconcile_duration_seconds",
+                "Duration of catalog reconcile runs.",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["kind"],
+        )?;
+        let changes = IntCounterVec::new(
+            Opts::new(
+                "catalog_keystone_changes_total",
+                "Changes made in Keystone by the catalog controllers, by kind and change.",
+            ),
+            &["kind", "change"],
+        )?;
+        registry.register(Box::new(runs.clone()))?;
+        registry.register(Box::new(failures.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(changes.clone()))?;
+        Ok(Self {
+            runs,
+            failures,
+            duration,
+            changes,
+        })
+    }
+}
+
+/// Per-object exponential backoff for failed reconciles: 5 s, 10 s, 20 s, … up to 5 min, with ±10 % jitter;
+/// forgotten on the next success.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    const BASE: Duration = Duration::from_secs(5);
+    const MAX: Duration = Duration::from_secs(300);
+
+    /// The delay before retrying `key` after one more failure.
+    pub fn next(&self, key: &str) -> Duration {
+        let n = {
+            let mut f = self
+                .failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = f.entry(key.to_owned()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let delay = Self::BASE.saturating_mul(1u32 << (n - 1).min(16)).min(Self::MAX);
+        let jitter = rand::random_range(0.9..1.1);
+        delay.mul_f64(jitter)
+    }
+
+    /// Forgets the failures of `key`.
+    pub fn reset(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+/// Shared state of the two catalog controllers.
+#[allow(missing_debug_implementations)]
+pub struct Catalog {
+    /// Kubernetes client.
+    pub client: Client,
+    /// The KeystoneAPIs (the api controller's own reflector).
+    pub keystones: Store<DeserializeGuard<KeystoneAPI>>,
+    /// The KeystoneServices (the service controller's reflector), for the endpoint controller.
+    pub services: Store<KeystoneService>,
+    /// Keystone clients per KeystoneAPI, with their cached tokens.
+    pub admin: AdminClients,
+    /// Where to reach Keystone when the internal endpoint is not reachable from here.
+    pub urls: UrlOverrides,
+    /// Metrics.
+    pub metrics: CatalogMetrics,
+    /// Backoff per object.
+    pub backoff: Backoff,
+    /// Events.
+    pub recorder: Recorder,
+}
+
+/// Why a catalog reconcile failed (after writing what it could to the status).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API call failed for {name}: {source}")]
+    Kube {
+        /// Object name.
+        name: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A Keystone API call failed; the object's conditions say which step.
+    #[error("{name}: {step}: {source}")]
+    Keystone {
+        /// Object name.
+        name: String,
+        /// What was being done.
+        step: String,
+        /// The Keystone client error (never holds a secret).
+        #[source]
+        source: keystone_client::Error,
+    },
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer of {name}: {message}")]
+    Finalizer {
+        /// Object name.
+        name: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Short, stable category: the metric label and the log field.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube_api",
+            Error::Keystone { source, .. } if source.is_transient() => "keystone_unavailable",
+            Error::Keystone { .. } => "keystone_request",
+            Error::Finalizer { .. } => "finalizer",
+        }
+    }
+}
+
+/// Maps kube-runtime's finalizer wrapper onto our error.
+pub(crate) fn from_finalizer(name: &str, e: kube::runtime::finalizer::Error<Error>) -> Error {
+    use kube::runtime::finalizer::Error as F;
+    match e {
+        F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+        other => Error::Finalizer {
+            name: name.to_owned(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// The condition for a failed Keystone call: unreachable/5xx/timeouts are `KeystoneUnavailable`, refusals
+/// `KeystoneRequestFailed`; the message is the client's (secrets already redacted).
+pub(crate) fn keystone_condition(type_: &'static str, step: &str, e: &keystone_client::Error) -> Desired {
+    use keystone_types::catalog::conditions::reasons;
+    let reason = if e.is_transient() {
+        reasons::KEYSTONE_UNAVAILABLE
+    } else {
+        reasons::KEYSTONE_REQUEST_FAILED
+    };
+    Desired::not_ok(type_, reason, format!("{step}: {e} (retrying with backoff)"))
+}
+
+/// `Ready` from the other conditions: True when all are True, else the first False one's message.
+pub(crate) fn ready(conditions: &[Desired]) -> Desired {
+    use keystone_types::catalog::conditions::{READY, reasons};
+    match conditions.iter().find(|c| !c.status) {
+        None => Desired::ok(READY, reasons::SUCCEEDED, "registered in Keystone"),
+        Some(c) => Desired::not_ok(READY, c.reason.clone(), format!("{}: {}", c.type_, c.message)),
+    }
+}
+
+/// The conditions to write, and whether they (or the generation) differ from `current`.
+pub(crate) fn next_conditions(
+    current: Option<&Vec<Condition>>,
+    desired: &[Desired],
+    generation: Option<i64>,
+) -> (Vec<Condition>, bool) {
+    operator_common::conditions::reconcile(
+        current.map(Vec::as_slice).unwrap_or_default(),
+        desired,
+        generation,
+        Timestamp::now(),
+    )
+}
+
+/// The backoff key of an object.
+pub(crate) fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    ObjectRef::from_obj(obj).to_string()
+}
+
+/// After a failure: count it and retry with this object's backoff.
+pub(crate) fn retry<K: Resource<DynamicType = ()>>(
+    kind: &str,
+    obj: &K,
+    error: &Error,
+    ctx: &Catalog,
+) -> Action {
+    ctx.metrics
+        .failures
+        .with_label_values(&[kind, error.category()])
+        .inc();
+    let delay = ctx.backoff.next(&key(obj));
+    tracing::warn!(%error, category = error.category(), retry_in = ?delay, "{kind} reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Publishes an Event about a catalog object (never with a secret in the note).
+pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Catalog,
+    obj: &K,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    note: String,
+) {
+    operator_common::events::publish(&ctx.recorder, &obj.object_ref(&()), type_, reason, note).await;
+}
+
+/// Shared for both controllers' `Arc` contexts.
+pub type Ctx = Arc<Catalog>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_ceiling_and_resets() {
+        let b = Backoff::default();
+        let d: Vec<f64> = (0..9).map(|_| b.next("ns/x").as_secs_f64()).collect();
+        for (i, want) in [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0, 300.0]
+            .iter()
+            .enumerate()
+        {
+            assert!(
+                (d[i] - want).abs() <= want * 0.1 + 1e-9,
+                "try {i}: {} vs {want}",
+                d[i]
+            );
+        }
+        assert!(b.next("ns/y").as_secs_f64() <= 5.5, "per object");
+        b.reset("ns/x");
+        assert!(b.next("ns/x").as_secs_f64() <= 5.5);
+    }
+
+    #[test]
+    fn ready_summarises_the_first_false_condition() {
+        let ok = Desired::ok("A", "Succeeded", "fine");
+        let bad = Desired::not_ok("B", "KeystoneUnavailable", "down");
+        assert!(ready(std::slice::from_ref(&ok)).status);
+        let r = ready(&[ok, bad]);
+        assert!(!r.status);
+        assert_eq!(r.reason, "KeystoneUnavailable");
+        assert_eq!(r.message, "B: down");
+    }
+}

@@ -1,0 +1,564 @@
+//! KeystoneService: the catalog service (created, or adopted by type + name, and kept at the spec's
+//! description and enabled flag), the `service` project, the service user with the Secret's password (changed
+//! in Keystone only when it no longer authenticates: Keystone revokes a user's tokens on a password change),
+//! and its roles on the `service` project — `service` always, `admin` only with `grantAdminRole`. Deletion
+//! removes what this object created (not what it adopted); with its KeystoneAPI gone it removes nothing and
+//! lets go.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, Resource, ResourceExt};
+
+use keystone_client::{KeystoneClient, ServicePatch};
+use keystone_types::catalog::conditions::{KEYSTONE_API_READY, SERVICE_REGISTERED, USER_READY, reasons};
+use keystone_types::catalog::{
+    ADMIN_ROLE, KeystoneService, KeystoneServiceStatus, SERVICE_FINALIZER, SERVICE_PROJECT, SERVICE_ROLE,
+};
+use operator_common::conditions::Desired;
+
+use super::target::{DEFAULT_DOMAIN, NoTarget, Target, resolve};
+use super::{
+    CLEANUP_DEADLINE, Catalog, Error, RESYNC, SERVICE_FIELD_MANAGER, from_finalizer, keystone_condition,
+    next_conditions, ready, retry,
+};
+
+/// The metric label of this controller.
+pub const KIND: &str = "KeystoneService";
+
+/// Reconciles one KeystoneService.
+#[tracing::instrument(skip_all, fields(name = %svc.name_any(), namespace = svc.namespace().unwrap_or_default()))]
+pub async fn reconcile(svc: Arc<KeystoneService>, ctx: Arc<Catalog>) -> Result<Action, Error> {
+    ctx.metrics.runs.with_label_values(&[KIND]).inc();
+    let _timer = ctx.metrics.duration.with_label_values(&[KIND]).start_timer();
+    ctx.keystones.wait_until_ready().await.ok();
+    let ns = svc.namespace().unwrap_or_default();
+    let name = svc.name_any();
+    let api: Api<KeystoneService> = Api::namespaced(ctx.client.clone(), &ns);
+    let backoff_key = super::key(svc.as_ref());
+    let action = finalizer(&api, SERVICE_FINALIZER, svc, |event| async {
+        match event {
+            Finalizer::Apply(svc) => apply(&svc, &ctx).await,
+            Finalizer::Cleanup(svc) => cleanup(&svc, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| from_finalizer(&name, e))?;
+    ctx.backoff.reset(&backoff_key);
+    Ok(action)
+}
+
+/// After a failed reconcile: backoff per object.
+pub fn error_policy(svc: Arc<KeystoneService>, error: &Error, ctx: Arc<Catalog>) -> Action {
+    retry(KIND, svc.as_ref(), error, &ctx)
+}
+
+/// What this reconcile found and did, for the status.
+#[derive(Default)]
+struct Report {
+    keystone_api: Option<Desired>,
+    registered: Option<Desired>,
+    user: Option<Desired>,
+    status: KeystoneServiceStatus,
+}
+
+async fn apply(svc: &KeystoneService, ctx: &Catalog) -> Result<Action, Error> {
+    let ns = svc.namespace().unwrap_or_default();
+    let name = svc.name_any();
+    let mut report = Report {
+        status: svc.status.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let target = match resolve(
+        &ctx.client,
+        &ctx.keystones,
+        &ctx.admin,
+        &ctx.urls,
+        &ns,
+        svc.spec.keystone_api.as_deref(),
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(NoTarget { condition, .. }) => {
+            report.keystone_api = Some(condition);
+            write_status(svc, ctx, report).await?;
+            // A KeystoneAPI change (watched) wakes us; this is a safety net.
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
+    };
+    report.keystone_api = Some(Desired::ok(
+        KEYSTONE_API_READY,
+        reasons::SUCCEEDED,
+        format!("KeystoneAPI {} is Ready", target.name),
+    ));
+    report.status.keystone_api = Some(target.name.clone());
+
+    let outcome = register(svc, ctx, &target, &mut report).await;
+    let outcome = match outcome {
+        Ok(()) => ensure_user(svc, ctx, &target, &mut report).await,
+        Err(e) => Err(e),
+    };
+    write_status(svc, ctx, report).await?;
+    outcome
+        .map(|()| Action::requeue(RESYNC))
+        .map_err(|(step, source)| Error::Keystone { name, step, source })
+}
+
+type StepResult = Result<(), (String, keystone_client::Error)>;
+
+/// The catalog service: found by type + name, created when missing, patched to the spec.
+async fn register(svc: &KeystoneService, ctx: &Catalog, target: &Target, report: &mut Report) -> StepResult {
+    let spec = &svc.spec;
+    let keystone = &target.keystone;
+    let fail = |report: &mut Report, step: &str, e: keystone_client::Error| {
+        report.registered = Some(keystone_condition(SERVICE_REGISTERED, step, &e));
+        Err((step.to_owned(), e))
+    };
+    let services = match keystone.list_services(Some(&spec.service_type)).await {
+        Ok(s) => s,
+        Err(e) => return fail(report, "listing services", e),
+    };
+    let mut matching: Vec<_> = services
+        .into_iter()
+        .filter(|s| s.name.as_deref() == Some(spec.service_name.as_str()))
+        .collect();
+    let known = report.status.service_id.clone();
+    if matching.len() > 1 {
+        let ids: Vec<String> = matching.iter().map(|s| s.id.clone()).collect();
+        report.registered = Some(Desired::not_ok(
+            SERVICE_REGISTERED,
+            reasons::DUPLICATES,
+            format!(
+                "Keystone has {} services of type {} named {} ({}); delete the extra ones in Keystone",
+                ids.len(),
+                spec.service_type,
+                spec.service_name,
+                ids.join(", ")
+            ),
+        ));
+        // Keep working with the one we know, if any, so that the user and password stay right.
+        matching.retain(|s| Some(&s.id) == known.as_ref());
+        if matching.is_empty() {
+            return Ok(());
+        }
+    }
+    let service = match matching.pop() {
+        Some(existing) => {
+            if known.as_deref() != Some(existing.id.as_str()) {
+                // Not the one we created (it existed before us, or ours was replaced in Keystone by someone
+                // else): adopted, so never deleted with this object.
+                report.status.service_adopted = Some(true);
+            }
+            existing
+        }
+        None => {
+            let created = match keystone
+                .create_service(
+                    &spec.service_type,
+                    &spec.service_name,
+                    spec.service_description.as_deref(),
+                    spec.enabled,
+                )
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => return fail(report, "creating the service", e),
+            };
+            ctx.metrics
+                .changes
+                .with_label_values(&[KIND, "service_created"])
+                .inc();
+            tracing::info!(id = %created.id, "created service {} ({})", spec.service_name, spec.service_type);
+            report.status.service_adopted = Some(false);
+            created
+        }
+    };
+    let mut patch = ServicePatch::default();
+    if service.enabled != spec.enabled {
+        patch.enabled = Some(spec.enabled);
+    }
+    if let Some(d) = &spec.service_description
+        && service.description.as_ref() != Some(d)
+    {
+        patch.description = Some(d.clone());
+    }
+    if patch.enabled.is_some() || patch.description.is_some() {
+        if let Err(e) = keystone.update_service(&service.id, &patch).await {
+            report.status.service_id = Some(service.id);
+            return fail(report, "updating the service", e);
+        }
+        ctx.metrics
+            .changes
+            .with_label_values(&[KIND, "service_updated"])
+            .inc();
+    }
+    if report.registered.is_none() {
+        report.registered = Some(Desired::ok(
+            SERVICE_REGISTERED,
+            reasons::SUCCEEDED,
+            format!(
+                "service {} ({}) is {} in Keystone with ID {}",
+                spec.service_name,
+                spec.service_type,
+                if spec.enabled { "enabled" } else { "disabled" },
+                service.id
+            ),
+        ));
+    }
+    report.status.service_id = Some(service.id);
+    Ok(())
+}
+
+/// The password of the service user, from its Secret, with the Secret's resourceVersion.
+async fn service_password(
+    svc: &KeystoneService,
+    ctx: &Catalog,
+) -> Result<Result<(String, String), String>, Error> {
+    let ns = svc.namespace().unwrap_or_default();
+    let (secret_name, key) = (&svc.spec.secret, &svc.spec.password_selector);
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(secret_name)
+        .await
+        .map_err(|source| Error::Kube {
+            name: svc.name_any(),
+            source,
+        })?;
+    let Some(secret) = secret else {
+        return Ok(Err(format!("Secret {secret_name} (spec.secret) does not exist")));
+    };
+    let password = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        .filter(|p| !p.is_empty());
+    match password {
+        Some(p) => Ok(Ok((p, secret.resource_version().unwrap_or_default()))),
+        None => Ok(Err(format!(
+            "Secret {secret_name} has no key {key} (spec.passwordSelector), or it is empty"
+        ))),
+    }
+}
+
+/// The `service` project, the user with the Secret's password, and its roles.
+async fn ensure_user(
+    svc: &KeystoneService,
+    ctx: &Catalog,
+    target: &Target,
+    report: &mut Report,
+) -> StepResult {
+    let spec = &svc.spec;
+    let keystone = &target.keystone;
+    let (password, version) = match service_password(svc, ctx).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(message)) => {
+            report.user = Some(Desired::not_ok(
+                USER_READY,
+                reasons::PASSWORD_SECRET_MISSING,
+                message,
+            ));
+            return Ok(());
+        }
+        Err(e) => {
+            report.user = Some(Desired::not_ok(USER_READY, reasons::WAITING, e.to_string()));
+            return Ok(());
+        }
+    };
+    let fail = |report: &mut Report, step: &str, e: keystone_client::Error| {
+        report.user = Some(keystone_condition(USER_READY, step, &e));
+        Err((step.to_owned(), e))
+    };
+    let domain = match keystone.find_domain_by_name(DEFAULT_DOMAIN).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            report.user = Some(Desired::not_ok(
+                USER_READY,
+                reasons::KEYSTONE_REQUEST_FAILED,
+                format!("Keystone has no domain named {DEFAULT_DOMAIN}"),
+            ));
+            return Ok(());
+        }
+        Err(e) => return fail(report, "finding the Default domain", e),
+    };
+    let project = match keystone.find_project(SERVICE_PROJECT, &domain.id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => match keystone
+            .create_project(
+                SERVICE_PROJECT,
+                &domain.id,
+                Some("Service users of the OpenStack services"),
+            )
+            .await
+        {
+            Ok(p) => {
+                ctx.metrics
+                    .changes
+                    .with_label_values(&[KIND, "project_created"])
+                    .inc();
+                p
+            }
+            Err(e) => return fail(report, "creating the service project", e),
+        },
+        Err(e) => return fail(report, "finding the service project", e),
+    };
+    let known = report.status.user_id.clone();
+    let user = match keystone.find_user(&spec.service_user, &domain.id).await {
+        Ok(Some(u)) => {
+            if known.as_deref() != Some(u.id.as_str()) {
+                report.status.user_adopted = Some(true);
+                // An adopted user's password is unknown: check it below.
+                report.status.password_secret_version = None;
+            }
+            u
+        }
+        Ok(None) => match keystone
+            .create_user(&spec.service_user, &domain.id, &password, Some(&project.id))
+            .await
+        {
+            Ok(u) => {
+                ctx.metrics
+                    .changes
+                    .with_label_values(&[KIND, "user_created"])
+                    .inc();
+                tracing::info!(id = %u.id, "created service user {}", spec.service_user);
+                report.status.user_adopted = Some(false);
+                report.status.password_secret_version = Some(version.clone());
+                u
+            }
+            Err(e) => return fail(report, "creating the service user", e),
+        },
+        Err(e) => return fail(report, "finding the service user", e),
+    };
+    report.status.user_id = Some(user.id.clone());
+
+    // The password: only when the Secret changed since Keystone last had it, and only if it no longer
+    // authenticates (another key of a shared Secret may have changed).
+    let mut password_note = "";
+    if report.status.password_secret_version.as_deref() != Some(version.as_str()) {
+        let works = match keystone
+            .password_works(&spec.service_user, DEFAULT_DOMAIN, &password)
+            .await
+        {
+            Ok(w) => w,
+            Err(e) => return fail(report, "checking the service user's password", e),
+        };
+        if !works {
+            if let Err(e) = keystone.update_user_password(&user.id, &password).await {
+                return fail(report, "updating the service user's password", e);
+            }
+            ctx.metrics
+                .changes
+                .with_label_values(&[KIND, "password_updated"])
+                .inc();
+            tracing::info!(id = %user.id, "updated the password of service user {}", spec.service_user);
+            crate::catalog::publish(
+                ctx,
+                svc,
+                EventType::Normal,
+                "PasswordUpdated",
+                format!(
+                    "the password of Keystone user {} now matches Secret {} (its existing tokens are revoked)",
+                    spec.service_user, spec.secret
+                ),
+            )
+            .await;
+            password_note = ", password updated";
+        }
+        report.status.password_secret_version = Some(version);
+    }
+
+    // Roles on the service project.
+    let mut granted = vec![SERVICE_ROLE];
+    if spec.grant_admin_role {
+        granted.push(ADMIN_ROLE);
+    }
+    for role_name in &granted {
+        let role = match keystone.ensure_role(role_name).await {
+            Ok(r) => r,
+            Err(e) => return fail(report, &format!("ensuring role {role_name}"), e),
+        };
+        match keystone.has_project_role(&project.id, &user.id, &role.id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Err(e) = keystone.grant_project_role(&project.id, &user.id, &role.id).await {
+                    return fail(report, &format!("granting role {role_name}"), e);
+                }
+                ctx.metrics
+                    .changes
+                    .with_label_values(&[KIND, "role_granted"])
+                    .inc();
+            }
+            Err(e) => return fail(report, &format!("checking role {role_name}"), e),
+        }
+    }
+    if !spec.grant_admin_role && report.status.user_adopted == Some(false) {
+        // grantAdminRole was turned off: take back what we gave (never from an adopted user).
+        match keystone.find_role(ADMIN_ROLE).await {
+            Ok(Some(admin)) => match keystone.has_project_role(&project.id, &user.id, &admin.id).await {
+                Ok(true) => {
+                    if let Err(e) = keystone
+                        .revoke_project_role(&project.id, &user.id, &admin.id)
+                        .await
+                    {
+                        return fail(report, "revoking role admin", e);
+                    }
+                    ctx.metrics
+                        .changes
+                        .with_label_values(&[KIND, "role_revoked"])
+                        .inc();
+                }
+                Ok(false) => {}
+                Err(e) => return fail(report, "checking role admin", e),
+            },
+            Ok(None) => {}
+            Err(e) => return fail(report, "finding role admin", e),
+        }
+    }
+    report.user = Some(Desired::ok(
+        USER_READY,
+        reasons::SUCCEEDED,
+        format!(
+            "user {} has the password of Secret {} and role{} {} on project {}{password_note}",
+            spec.service_user,
+            spec.secret,
+            if granted.len() > 1 { "s" } else { "" },
+            granted.join(", "),
+            SERVICE_PROJECT
+        ),
+    ));
+    Ok(())
+}
+
+async fn write_status(svc: &KeystoneService, ctx: &Catalog, report: Report) -> Result<(), Error> {
+    let waiting =
+        |type_: &'static str| Desired::not_ok(type_, reasons::WAITING, "waiting for an earlier step");
+    let desired = vec![
+        report.keystone_api.unwrap_or_else(|| waiting(KEYSTONE_API_READY)),
+        report.registered.unwrap_or_else(|| waiting(SERVICE_REGISTERED)),
+        report.user.unwrap_or_else(|| waiting(USER_READY)),
+    ];
+    let mut all = desired.clone();
+    all.push(ready(&desired));
+    let current = svc.status.clone().unwrap_or_default();
+    let generation = svc.metadata.generation;
+    let (conditions, changed) = next_conditions(current.conditions.as_ref(), &all, generation);
+    let mut status = report.status;
+    status.conditions = Some(conditions);
+    status.observed_generation = generation;
+    if !changed && status == current {
+        return Ok(());
+    }
+    let name = svc.name_any();
+    let api: Api<KeystoneService> = Api::namespaced(ctx.client.clone(), &svc.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "keystone.openstack.org/v1beta1",
+        "kind": "KeystoneService",
+        "metadata": { "name": name },
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(SERVICE_FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::Kube { name, source })?;
+    Ok(())
+}
+
+/// Deletion: remove the service and the user if this object created them. Without a usable KeystoneAPI
+/// (gone, being deleted, not Ready) there is nothing to talk to: let go at once. A Keystone that keeps
+/// failing is retried with backoff until [`CLEANUP_DEADLINE`] after the deletion started, then let go with a
+/// Warning Event.
+async fn cleanup(svc: &KeystoneService, ctx: &Catalog) -> Result<Action, Error> {
+    let ns = svc.namespace().unwrap_or_default();
+    let status = svc.status.clone().unwrap_or_default();
+    let target = match resolve(
+        &ctx.client,
+        &ctx.keystones,
+        &ctx.admin,
+        &ctx.urls,
+        &ns,
+        svc.spec
+            .keystone_api
+            .as_deref()
+            .or(status.keystone_api.as_deref()),
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(NoTarget { condition, .. }) => {
+            tracing::info!(reason = %condition.reason, "{}; leaving Keystone as it is", condition.message);
+            return Ok(Action::await_change());
+        }
+    };
+    match remove(svc, &status, &target.keystone, ctx).await {
+        Ok(()) => Ok(Action::await_change()),
+        Err((step, source)) if past_deadline(svc) => {
+            crate::catalog::publish(
+                ctx,
+                svc,
+                EventType::Warning,
+                "CleanupAbandoned",
+                format!(
+                    "{step} failed for {}s since deletion started ({source}); the finalizer is removed and the \
+                     Keystone objects may remain",
+                    CLEANUP_DEADLINE.as_secs()
+                ),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Err((step, source)) => Err(Error::Keystone {
+            name: svc.name_any(),
+            step,
+            source,
+        }),
+    }
+}
+
+async fn remove(
+    svc: &KeystoneService,
+    status: &KeystoneServiceStatus,
+    keystone: &KeystoneClient,
+    ctx: &Catalog,
+) -> StepResult {
+    if let (Some(id), Some(false)) = (&status.user_id, status.user_adopted) {
+        keystone
+            .delete_user(id)
+            .await
+            .map_err(|e| ("deleting the service user".to_owned(), e))?;
+        ctx.metrics
+            .changes
+            .with_label_values(&[KIND, "user_deleted"])
+            .inc();
+        tracing::info!(%id, "deleted service user {}", svc.spec.service_user);
+    }
+    if let (Some(id), Some(false)) = (&status.service_id, status.service_adopted) {
+        keystone
+            .delete_service(id)
+            .await
+            .map_err(|e| ("deleting the service".to_owned(), e))?;
+        ctx.metrics
+            .changes
+            .with_label_values(&[KIND, "service_deleted"])
+            .inc();
+        tracing::info!(%id, "deleted service {}", svc.spec.service_name);
+    }
+    Ok(())
+}
+
+/// True when the deletion started more than [`CLEANUP_DEADLINE`] ago.
+pub(crate) fn past_deadline<K: Resource>(obj: &K) -> bool {
+    obj.meta().deletion_timestamp.as_ref().is_some_and(|t| {
+        let started = t.0.as_second();
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        now - started > CLEANUP_DEADLINE.as_secs() as i64
+    })
+}
