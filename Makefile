@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 CLUSTER ?= local
 
-.PHONY: help build release generate bundle-validate run test e2e lint fmt control-plane helm chart-lint upgrade-crds cluster-up cluster-down node-up node-down clean-cache
+.PHONY: help build release generate bundle-validate run test bench e2e lint fmt control-plane helm chart-lint upgrade-crds cluster-up cluster-down node-up node-down clean-cache
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ run: ## Start the local control plane, install CRDs, run the controllers, apply 
 
 test: ## fmt check, clippy -D warnings, generated files, unit + integration tests on a real control plane
 	hack/test.sh
+
+bench: ## Benchmarks on a local control plane: convergence vs a floor client, API writes (BENCHMARKS.md; ARGS="--runs 5 --idle 60s")
+	hack/bench.sh $(ARGS)
 
 e2e: ## End-to-end scenarios: a real Keystone on the local node (root; e2e/README.md)
 	hack/e2e.sh

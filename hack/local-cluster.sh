@@ -2,7 +2,9 @@
 # A real local Kubernetes control plane on 127.0.0.1: etcd + kube-apiserver (+ kube-controller-manager),
 # built from source by hack/build-control-plane.sh. No kubelet: nothing scheduled runs (see the local node).
 #
-#   hack/local-cluster.sh up     [--name NAME] [--no-crds] [--no-kcm]   start (or reuse) and print `export KUBECONFIG=...`
+#   hack/local-cluster.sh up     [--name NAME] [--no-crds] [--no-kcm] [--audit]
+#                                start (or reuse) and print `export KUBECONFIG=...`; --audit writes every
+#                                request (metadata only) to logs/audit.log (the benchmarks count writes with it)
 #   hack/local-cluster.sh down   [--name NAME]                          stop exactly the processes `up` started
 #   hack/local-cluster.sh status [--name NAME]                          exit 0 when running and ready
 #   hack/local-cluster.sh kubeconfig [--name NAME]                      print the kubeconfig path
@@ -16,12 +18,13 @@ repo=$(cd "$here/.." && pwd)
 CACHE=${KEYSTONE_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/keystone-operator}
 
 cmd=${1:-}; shift || true
-name=dev; crds=1; kcm=1
+name=dev; crds=1; kcm=1; audit=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --name) name=$2; shift 2 ;;
     --no-crds) crds=0; shift ;;
     --no-kcm) kcm=0; shift ;;
+    --audit) audit=1; shift ;;
     *) echo "local-cluster: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -137,6 +140,14 @@ start() {
   echo $! > "$dir/etcd.pid"
   wait_for 30 etcd "$dir/logs/etcd.log" curl -fsS "http://127.0.0.1:$etcd_port/health"
 
+  local audit_args=()
+  if [ "$audit" = 1 ]; then
+    # Metadata of every request, once, when the response is complete (verb, user, object, status code).
+    printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n  - level: Metadata\n' \
+      > "$dir/audit-policy.yaml"
+    audit_args=(--audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log"
+      --audit-log-format json --audit-log-mode blocking --audit-log-maxsize 0)
+  fi
   log "starting kube-apiserver on https://127.0.0.1:$api_port"
   setsid "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
@@ -145,7 +156,7 @@ start() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$dir/pki/sa.pub" --service-account-signing-key-file "$dir/pki/sa.key" \
     --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true --profiling=false --endpoint-reconciler-type none \
-    --cert-dir "$dir/pki/generated" --v 1 </dev/null >"$dir/logs/kube-apiserver.log" 2>&1 9>&- &
+    --cert-dir "$dir/pki/generated" --v 1 "${audit_args[@]}" </dev/null >"$dir/logs/kube-apiserver.log" 2>&1 9>&- &
   echo $! > "$dir/kube-apiserver.pid"
   write_kubeconfig "$api_port"
   wait_for 120 kube-apiserver "$dir/logs/kube-apiserver.log" \

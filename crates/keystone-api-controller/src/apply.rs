@@ -11,8 +11,13 @@ use keystone_types::{KeystoneAPI, labels};
 
 use crate::Error;
 
-/// Deletes this instance's config ConfigMaps and Secrets other than `keep`.
-pub async fn collect_old_config(client: &Client, ks: &KeystoneAPI, keep: &[String]) -> Result<(), Error> {
+/// Deletes this instance's config ConfigMaps and Secrets other than `keep`. Deleted ones are forgotten by `applied`, so a later render with the same hash is applied again.
+pub async fn collect_old_config(
+    client: &Client,
+    applied: &operator_common::apply::Applied,
+    ks: &KeystoneAPI,
+    keep: &[String],
+) -> Result<(), Error> {
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
     let kube_err = |source| Error::Kube {
@@ -34,6 +39,7 @@ pub async fn collect_old_config(client: &Client, ks: &KeystoneAPI, keep: &[Strin
                 .map(|_| ())
                 .or_else(ignore_404)
                 .map_err(kube_err)?;
+            applied.forget::<ConfigMap>(&ns, &cm.name_any());
         }
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -45,6 +51,7 @@ pub async fn collect_old_config(client: &Client, ks: &KeystoneAPI, keep: &[Strin
                 .map(|_| ())
                 .or_else(ignore_404)
                 .map_err(kube_err)?;
+            applied.forget::<Secret>(&ns, &s.name_any());
         }
     }
     Ok(())

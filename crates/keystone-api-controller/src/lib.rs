@@ -49,6 +49,8 @@ pub struct Context {
     pub metrics: ControllerMetrics,
     /// The config templates.
     pub templates: Templates,
+    /// What was last applied to each child (no-op applies are skipped).
+    pub applied: Arc<operator_common::apply::Applied>,
 }
 
 /// Why a reconcile failed.
@@ -118,10 +120,12 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
                 name: name.clone(),
                 message: e.to_string(),
             })?;
-            apply_child(&ctx.client, CONTROLLER, &build::config::config_map(ks, &r))
+            ctx.applied
+                .apply(&ctx.client, CONTROLLER, &build::config::config_map(ks, &r))
                 .await
                 .map_err(kube_err)?;
-            apply_child(&ctx.client, CONTROLLER, &build::config::config_secret(ks, &r))
+            ctx.applied
+                .apply(&ctx.client, CONTROLLER, &build::config::config_secret(ks, &r))
                 .await
                 .map_err(kube_err)?;
             let msg = format!(
@@ -140,7 +144,8 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
 
     // 2. Services and endpoints (never wait).
     for endpoint in Endpoint::ALL {
-        apply_child(&ctx.client, CONTROLLER, &build::service::service(ks, endpoint))
+        ctx.applied
+            .apply(&ctx.client, CONTROLLER, &build::service::service(ks, endpoint))
             .await
             .map_err(kube_err)?;
     }
@@ -183,7 +188,8 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
     }
     match (&rendered, gate.apply, gate.image.clone()) {
         (Some(r), true, Some(image)) => {
-            apply_child(&ctx.client, CONTROLLER, &build::deployment::service_account(ks))
+            ctx.applied
+                .apply(&ctx.client, CONTROLLER, &build::deployment::service_account(ks))
                 .await
                 .map_err(kube_err)?;
             let mut pod_inputs = PodInputs {
@@ -220,24 +226,30 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
                     ));
                 }
             }
-            let applied = apply_child(
-                &ctx.client,
-                CONTROLLER,
-                &build::deployment::deployment(ks, &pod_inputs),
-            )
-            .await
-            .map_err(kube_err)?;
-            deployment = Some(applied);
-            deployed_image = Some(image);
-            let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
-            if ks.spec.replicas > 1 {
-                apply_child(
+            let applied = ctx
+                .applied
+                .apply(
                     &ctx.client,
                     CONTROLLER,
-                    &build::deployment::pod_disruption_budget(ks),
+                    &build::deployment::deployment(ks, &pod_inputs),
                 )
                 .await
                 .map_err(kube_err)?;
+            // Skipped (unchanged since our last apply): the Deployment read at the start is current.
+            if let Some(applied) = applied {
+                deployment = Some(applied);
+            }
+            deployed_image = Some(image);
+            let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
+            if ks.spec.replicas > 1 {
+                ctx.applied
+                    .apply(
+                        &ctx.client,
+                        CONTROLLER,
+                        &build::deployment::pod_disruption_budget(ks),
+                    )
+                    .await
+                    .map_err(kube_err)?;
             } else if pdbs
                 .get_opt(&names::deployment(&name))
                 .await
@@ -247,6 +259,8 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
                 pdbs.delete(&names::deployment(&name), &DeleteParams::default())
                     .await
                     .map_err(kube_err)?;
+                ctx.applied
+                    .forget::<PodDisruptionBudget>(&ns, &names::deployment(&name));
             }
         }
         (None, _, _) if gate.waiting.is_none() => {
@@ -260,7 +274,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
     if let Some(r) = &rendered {
         keep.push(names::config_map_versioned(&name, &r.hash));
         keep.push(names::config_secret_versioned(&name, &r.hash));
-        apply::collect_old_config(&ctx.client, ks, &keep).await?;
+        apply::collect_old_config(&ctx.client, &ctx.applied, ks, &keep).await?;
     }
 
     // 4. Status.

@@ -21,7 +21,13 @@ use keystone_api_controller::config::Templates;
 use keystone_api_controller::{CONTROLLER, Context, error_policy, reconcile};
 use keystone_types::catalog::{KeystoneEndpoint, KeystoneService};
 use keystone_types::{KeystoneAPI, labels};
+use operator_common::apply::Applied;
 use operator_common::cli::CommonArgs;
+use operator_common::watch::child_of;
+
+/// How long an applied child is trusted unchanged without a watch event saying otherwise (ServiceAccounts and
+/// PodDisruptionBudgets are not watched).
+const APPLIED_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 use operator_common::runtime::Runtime;
 
 #[derive(Debug, Parser)]
@@ -93,10 +99,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let templates =
         Templates::new().map_err(|e| anyhow::anyhow!("embedded templates do not compile: {e}"))?;
+    let applied = Arc::new(Applied::new(APPLIED_TTL));
     let ctx = Arc::new(Context {
         client: rt.client.clone(),
         metrics: rt.metrics.clone(),
         templates,
+        applied: applied.clone(),
     });
 
     let ours = watcher::Config::default()
@@ -112,9 +120,21 @@ async fn main() -> anyhow::Result<()> {
     // metadata only (no Secret data is cached) and map a change to the KeystoneAPIs that name that Secret.
     let referencing = store.clone();
     let controller = controller
-        .owns(rt.keystoneapi_api::<Deployment>(), ours.clone())
-        .owns(rt.keystoneapi_api::<Service>(), ours.clone())
-        .owns(rt.keystoneapi_api::<ConfigMap>(), ours.clone())
+        .watches(
+            rt.keystoneapi_api::<Deployment>(),
+            ours.clone(),
+            child_of(applied.clone()),
+        )
+        .watches(
+            rt.keystoneapi_api::<Service>(),
+            ours.clone(),
+            child_of(applied.clone()),
+        )
+        .watches(
+            rt.keystoneapi_api::<ConfigMap>(),
+            ours.clone(),
+            child_of(applied.clone()),
+        )
         .watches(rt.keystoneapi_api::<Pod>(), ours.clone(), |pod| {
             let instance = pod.labels().get(labels::INSTANCE)?.clone();
             Some(ObjectRef::new(&instance).within(&pod.namespace()?))
@@ -123,6 +143,8 @@ async fn main() -> anyhow::Result<()> {
             rt.keystoneapi_api::<PartialObjectMeta<Secret>>(),
             watcher::Config::default().any_semantic(),
             move |secret| {
+                // Our config Secrets are children too.
+                applied.observe(&secret);
                 let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
                 operator_common::watch::referencing(&referencing, &ns, &name, |spec, name| {
                     spec.secret == name
@@ -162,8 +184,6 @@ async fn main() -> anyhow::Result<()> {
         let endpoint_store = endpoints.store();
         let catalog = Arc::new(Catalog {
             client: rt.client.clone(),
-            keystones: store.clone(),
-            services: service_store.clone(),
             admin: AdminClients::new(ca_bundle, args.keystone_timeout),
             urls,
             metrics: CatalogMetrics::new(&rt.metrics.registry)?,

@@ -109,7 +109,7 @@ async fn wait_service_condition(
 ) -> String {
     wait::until(
         &format!("{name} {type_}={status} {reason}"),
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || async {
             match service_condition(services, name, type_).await? {
                 (s, r, m) if s == status && r == reason => Ok(m),
@@ -157,12 +157,10 @@ async fn catalog_objects_find_their_keystone_api_back_off_on_an_outage_and_never
         .create(&PostParams::default(), &osp)
         .await
         .unwrap();
-    // Keystone "runs" on a port nobody listens on: every Keystone call fails to connect.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let override_url = format!("{}/keystone=http://{closed}", ns.name);
+    // Keystone "runs" on a socket that never answers (held for the whole test, so that no other process gets
+    // the port): every Keystone call times out.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let override_url = format!("{}/keystone=http://{}", ns.name, silent.local_addr().unwrap());
     let mut proc = ControllerProcess::start(
         BINARY,
         cluster,
@@ -274,6 +272,10 @@ async fn catalog_objects_find_their_keystone_api_back_off_on_an_outage_and_never
         msg.contains("listing services") && msg.contains("retrying with backoff"),
         "{msg}"
     );
+    assert!(
+        msg.to_lowercase().contains("timed out") || msg.to_lowercase().contains("timeout"),
+        "{msg}"
+    );
     assert!(!msg.contains("admin$pw"));
     let failures = r#"keystone_api_catalog_reconcile_failures_total{category="keystone_unavailable",kind="KeystoneService"}"#;
     let start = metric(&proc.metrics().await, failures);
@@ -347,6 +349,7 @@ async fn catalog_objects_find_their_keystone_api_back_off_on_an_outage_and_never
         catalog::conditions::reasons::KEYSTONE_UNAVAILABLE,
     )
     .await;
+    drop(silent);
     let output = proc.output();
     assert!(
         !output.contains("admin$pw") && !output.contains("placement$pw"),

@@ -32,7 +32,6 @@ use keystone_types::conditions::{
 use keystone_types::credential_rotation::{self, MigrateStep};
 use keystone_types::v1beta1::{CredentialMigrationStatus, DatabaseStatus};
 use keystone_types::{KeystoneAPI, KeystoneAPIStatus, labels};
-use operator_common::apply::apply_child;
 use operator_common::conditions::{Desired, reconcile as reconcile_conditions};
 use operator_common::metrics::ControllerMetrics;
 
@@ -55,6 +54,8 @@ pub struct Context {
     pub metrics: ControllerMetrics,
     /// Event recorder.
     pub recorder: Recorder,
+    /// What was last applied to each child (no-op applies are skipped).
+    pub applied: std::sync::Arc<operator_common::apply::Applied>,
 }
 
 /// Why a reconcile failed.
@@ -316,7 +317,8 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
     // 4. trust-flush.
     let trust_flush = match &config {
         Some(config) => {
-            apply_child(&ctx.client, CONTROLLER, &jobs::trust_flush_cronjob(ks, config))
+            ctx.applied
+                .apply(&ctx.client, CONTROLLER, &jobs::trust_flush_cronjob(ks, config))
                 .await
                 .map_err(kube_err)?;
             Desired::ok(

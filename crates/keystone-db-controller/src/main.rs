@@ -32,10 +32,15 @@ async fn main() -> anyhow::Result<()> {
     let Some(rt) = Runtime::start(CONTROLLER, &args.common).await? else {
         return Ok(());
     };
+    // How long an applied CronJob is trusted unchanged without a watch event saying otherwise.
+    let applied = Arc::new(operator_common::apply::Applied::new(
+        std::time::Duration::from_secs(3600),
+    ));
     let ctx = Arc::new(Context {
         client: rt.client.clone(),
         metrics: rt.metrics.clone(),
         recorder: rt.recorder(),
+        applied: applied.clone(),
     });
     let ours = watcher::Config::default()
         .labels(&format!("{}={}", labels::MANAGED_BY, CONTROLLER.field_manager()))
@@ -50,7 +55,11 @@ async fn main() -> anyhow::Result<()> {
     // that name it.
     let controller = controller
         .owns(rt.keystoneapi_api::<Job>(), ours.clone())
-        .owns(rt.keystoneapi_api::<CronJob>(), ours)
+        .watches(
+            rt.keystoneapi_api::<CronJob>(),
+            ours,
+            operator_common::watch::child_of(applied),
+        )
         .watches(
             rt.keystoneapi_api::<PartialObjectMeta<Secret>>(),
             watcher::Config::default().any_semantic(),

@@ -22,3 +22,25 @@ pub fn referencing(
         .map(|ks| ObjectRef::new(&ks.name_any()).within(namespace))
         .collect()
 }
+
+/// The mapper of a watch on a kind of children this controller applies: tells `applied` about the event
+/// (so that someone else's change is re-applied) and wakes the KeystoneAPI named by the child's instance
+/// label. Used instead of `Controller::owns`, which offers no such hook.
+pub fn child_of<K>(
+    applied: std::sync::Arc<crate::apply::Applied>,
+) -> impl Fn(K) -> Option<ObjectRef<DeserializeGuard<KeystoneAPI>>> + Send + Sync + 'static
+where
+    K: kube::Resource + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    move |child: K| {
+        applied.observe(&child);
+        let instance = child
+            .meta()
+            .labels
+            .as_ref()?
+            .get(keystone_types::labels::INSTANCE)?
+            .clone();
+        Some(ObjectRef::new(&instance).within(child.meta().namespace.as_deref()?))
+    }
+}

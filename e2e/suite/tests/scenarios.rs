@@ -1302,7 +1302,7 @@ async fn catalog_resources(env: &mut Env, admin_password: &str) -> String {
     let svc: KeystoneService = serde_json::from_value(json!({
         "metadata": {"name": "nova"},
         "spec": {"serviceType": "compute", "serviceName": "nova", "serviceUser": "nova",
-                 "secret": "catalog-passwords", "passwordSelector": "PlacementPassword"}
+                 "secret": "catalog-passwords", "passwordSelector": "PlacementPassword", "grantAdminRole": true}
     }))
     .unwrap();
     services.create(&PostParams::default(), &svc).await.unwrap();
@@ -1314,6 +1314,26 @@ async fn catalog_resources(env: &mut Env, admin_password: &str) -> String {
     endpoints.create(&PostParams::default(), &ep).await.unwrap();
     service_ready(&services, "nova").await;
     endpoint_ready(&endpoints, "nova").await;
+    let roles = env
+        .openstack(
+            &internal,
+            admin_password,
+            &["role", "assignment", "list", "--user", "nova", "--names"],
+        )
+        .await
+        .unwrap();
+    let mut role_names: Vec<&str> = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Role"].as_str().unwrap())
+        .collect();
+    role_names.sort_unstable();
+    assert_eq!(
+        role_names,
+        ["admin", "service"],
+        "grantAdminRole adds admin: {roles}"
+    );
     env.keystones()
         .delete(NAME, &DeleteParams::default())
         .await

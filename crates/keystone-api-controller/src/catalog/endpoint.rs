@@ -40,8 +40,6 @@ const INTERFACES: [Interface; 3] = [Interface::Public, Interface::Internal, Inte
 pub async fn reconcile(ep: Arc<KeystoneEndpoint>, ctx: Arc<Catalog>) -> Result<Action, Error> {
     ctx.metrics.runs.with_label_values(&[KIND]).inc();
     let _timer = ctx.metrics.duration.with_label_values(&[KIND]).start_timer();
-    ctx.keystones.wait_until_ready().await.ok();
-    ctx.services.wait_until_ready().await.ok();
     let ns = ep.namespace().unwrap_or_default();
     let name = ep.name_any();
     let api: Api<KeystoneEndpoint> = Api::namespaced(ctx.client.clone(), &ns);
@@ -63,23 +61,27 @@ pub fn error_policy(ep: Arc<KeystoneEndpoint>, error: &Error, ctx: Arc<Catalog>)
     retry(KIND, ep.as_ref(), error, &ctx)
 }
 
-/// The KeystoneServices in `ns` with this `serviceName`.
-fn services_named(ctx: &Catalog, ns: &str, service_name: &str) -> Vec<Arc<KeystoneService>> {
-    ctx.services
-        .state()
-        .into_iter()
-        .filter(|s| s.namespace().as_deref() == Some(ns) && s.spec.service_name == service_name)
-        .collect()
-}
-
-/// The service ID of the Ready KeystoneService this endpoint belongs to.
-fn service_id(ctx: &Catalog, ep: &KeystoneEndpoint, keystone_api: &str) -> Result<String, Desired> {
+/// The service ID of the Ready KeystoneService this endpoint belongs to. Read from the API server (see
+/// `target::find_keystone` for why not from a watch cache).
+async fn service_id(
+    ctx: &Catalog,
+    ep: &KeystoneEndpoint,
+    keystone_api: &str,
+) -> Result<Result<String, Desired>, Error> {
     let ns = ep.namespace().unwrap_or_default();
     let name = &ep.spec.service_name;
     let waiting = |m: String| Desired::not_ok(SERVICE_READY, reasons::WAITING_FOR_SERVICE, m);
-    let candidates: Vec<_> = services_named(ctx, &ns, name)
+    let services = Api::<KeystoneService>::namespaced(ctx.client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .map_err(|source| Error::Kube {
+            name: ep.name_any(),
+            source,
+        })?;
+    let candidates: Vec<_> = services
+        .items
         .into_iter()
-        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .filter(|s| s.spec.service_name == *name && s.metadata.deletion_timestamp.is_none())
         .filter(|s| {
             s.status
                 .as_ref()
@@ -89,13 +91,13 @@ fn service_id(ctx: &Catalog, ep: &KeystoneEndpoint, keystone_api: &str) -> Resul
         .collect();
     let svc = match candidates.as_slice() {
         [] => {
-            return Err(waiting(format!(
+            return Ok(Err(waiting(format!(
                 "there is no KeystoneService with serviceName {name} in namespace {ns}"
-            )));
+            ))));
         }
         [one] => one,
         several => {
-            return Err(Desired::not_ok(
+            return Ok(Err(Desired::not_ok(
                 SERVICE_READY,
                 reasons::DUPLICATES,
                 format!(
@@ -106,7 +108,7 @@ fn service_id(ctx: &Catalog, ep: &KeystoneEndpoint, keystone_api: &str) -> Resul
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-            ));
+            )));
         }
     };
     let status = svc.status.clone().unwrap_or_default();
@@ -115,13 +117,13 @@ fn service_id(ctx: &Catalog, ep: &KeystoneEndpoint, keystone_api: &str) -> Resul
         .as_ref()
         .and_then(|cs| cs.iter().find(|c| c.type_ == READY))
         .is_some_and(|c| c.status == "True" && c.observed_generation == svc.metadata.generation);
-    match (ready, status.service_id) {
+    Ok(match (ready, status.service_id) {
         (true, Some(id)) => Ok(id),
         _ => Err(waiting(format!(
             "KeystoneService {} is not Ready",
             svc.name_any()
         ))),
-    }
+    })
 }
 
 async fn apply(ep: &KeystoneEndpoint, ctx: &Catalog) -> Result<Action, Error> {
@@ -129,7 +131,6 @@ async fn apply(ep: &KeystoneEndpoint, ctx: &Catalog) -> Result<Action, Error> {
     let mut status = ep.status.clone().unwrap_or_default();
     let target = match resolve(
         &ctx.client,
-        &ctx.keystones,
         &ctx.admin,
         &ctx.urls,
         &ns,
@@ -149,7 +150,7 @@ async fn apply(ep: &KeystoneEndpoint, ctx: &Catalog) -> Result<Action, Error> {
         format!("KeystoneAPI {} is Ready", target.name),
     );
     status.keystone_api = Some(target.name.clone());
-    let service_id = match service_id(ctx, ep, &target.name) {
+    let service_id = match service_id(ctx, ep, &target.name).await? {
         Ok(id) => id,
         Err(condition) => {
             write_status(ep, ctx, status, [Some(api_ok), Some(condition), None]).await?;
@@ -374,7 +375,6 @@ async fn cleanup(ep: &KeystoneEndpoint, ctx: &Catalog) -> Result<Action, Error> 
     let status = ep.status.clone().unwrap_or_default();
     let target = match resolve(
         &ctx.client,
-        &ctx.keystones,
         &ctx.admin,
         &ctx.urls,
         &ns,

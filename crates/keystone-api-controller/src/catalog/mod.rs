@@ -15,15 +15,12 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use keystone_types::KeystoneAPI;
-use keystone_types::catalog::KeystoneService;
 use operator_common::conditions::Desired;
 
 use crate::catalog::target::{AdminClients, UrlOverrides};
@@ -138,10 +135,6 @@ impl Backoff {
 pub struct Catalog {
     /// Kubernetes client.
     pub client: Client,
-    /// The KeystoneAPIs (the api controller's own reflector).
-    pub keystones: Store<DeserializeGuard<KeystoneAPI>>,
-    /// The KeystoneServices (the service controller's reflector), for the endpoint controller.
-    pub services: Store<KeystoneService>,
     /// Keystone clients per KeystoneAPI, with their cached tokens.
     pub admin: AdminClients,
     /// Where to reach Keystone when the internal endpoint is not reachable from here.

@@ -36,7 +36,6 @@ pub const KIND: &str = "KeystoneService";
 pub async fn reconcile(svc: Arc<KeystoneService>, ctx: Arc<Catalog>) -> Result<Action, Error> {
     ctx.metrics.runs.with_label_values(&[KIND]).inc();
     let _timer = ctx.metrics.duration.with_label_values(&[KIND]).start_timer();
-    ctx.keystones.wait_until_ready().await.ok();
     let ns = svc.namespace().unwrap_or_default();
     let name = svc.name_any();
     let api: Api<KeystoneService> = Api::namespaced(ctx.client.clone(), &ns);
@@ -76,7 +75,6 @@ async fn apply(svc: &KeystoneService, ctx: &Catalog) -> Result<Action, Error> {
     };
     let target = match resolve(
         &ctx.client,
-        &ctx.keystones,
         &ctx.admin,
         &ctx.urls,
         &ns,
@@ -481,7 +479,6 @@ async fn cleanup(svc: &KeystoneService, ctx: &Catalog) -> Result<Action, Error> 
     let status = svc.status.clone().unwrap_or_default();
     let target = match resolve(
         &ctx.client,
-        &ctx.keystones,
         &ctx.admin,
         &ctx.urls,
         &ns,

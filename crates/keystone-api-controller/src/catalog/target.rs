@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::DeserializeGuard;
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
@@ -157,18 +156,23 @@ fn no_target(reason: &str, message: String, gone: bool) -> NoTarget {
     }
 }
 
-/// The KeystoneAPI named `requested`, or the only one in `ns`.
-pub fn find_keystone(
-    store: &Store<DeserializeGuard<KeystoneAPI>>,
+/// The KeystoneAPI named `requested`, or the only one in `ns`. Read from the API server, not from a watch
+/// cache: the watch event that woke this reconcile may not have reached another watch's cache yet, and a
+/// stale answer (a KeystoneAPI still there, or not yet Ready) would not be corrected until the next event.
+pub async fn find_keystone(
+    client: &Client,
     ns: &str,
     requested: Option<&str>,
 ) -> Result<KeystoneAPI, NoTarget> {
-    let mut candidates: Vec<KeystoneAPI> = store
-        .state()
-        .iter()
-        .filter_map(|g| g.0.as_ref().ok().cloned())
-        .filter(|k| k.namespace().as_deref() == Some(ns))
-        .collect();
+    let api: Api<DeserializeGuard<KeystoneAPI>> = Api::namespaced(client.clone(), ns);
+    let list = api.list(&Default::default()).await.map_err(|e| {
+        no_target(
+            reasons::WAITING_FOR_KEYSTONE_API,
+            format!("cannot list the KeystoneAPIs of namespace {ns}: {e}"),
+            false,
+        )
+    })?;
+    let mut candidates: Vec<KeystoneAPI> = list.items.into_iter().filter_map(|g| g.0.ok()).collect();
     candidates.sort_by_key(ResourceExt::name_any);
     match requested {
         Some(name) => candidates
@@ -221,13 +225,12 @@ fn is_ready(ks: &KeystoneAPI) -> Result<(), String> {
 /// Resolves the target of a catalog object: the KeystoneAPI, Ready, with its URL and admin credentials.
 pub async fn resolve(
     client: &Client,
-    store: &Store<DeserializeGuard<KeystoneAPI>>,
     admin: &AdminClients,
     urls: &UrlOverrides,
     ns: &str,
     requested: Option<&str>,
 ) -> Result<Target, NoTarget> {
-    let ks = find_keystone(store, ns, requested)?;
+    let ks = find_keystone(client, ns, requested).await?;
     let name = ks.name_any();
     if ks.metadata.deletion_timestamp.is_some() {
         return Err(no_target(
