@@ -43,7 +43,7 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     runs: usize,
     /// The idle window, with everything converged, in which writes are counted.
-    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    #[arg(long, default_value = "300s", value_parser = operator_common::cli::parse_duration)]
     idle: Duration,
     /// Directory of the controller binaries.
     #[arg(long, default_value = "target/release")]
@@ -51,16 +51,6 @@ struct Args {
     /// Where the report goes.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().map_err(|_| format!("{s:?}: no number"))?;
-    match unit {
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?}: use s or m")),
-    }
 }
 
 fn epoch() -> f64 {

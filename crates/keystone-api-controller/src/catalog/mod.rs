@@ -10,7 +10,7 @@ pub mod service;
 pub mod target;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -270,9 +270,6 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
 ) {
     operator_common::events::publish(&ctx.recorder, &obj.object_ref(&()), type_, reason, note).await;
 }
-
-/// Shared for both controllers' `Arc` contexts.
-pub type Ctx = Arc<Catalog>;
 
 #[cfg(test)]
 mod tests {

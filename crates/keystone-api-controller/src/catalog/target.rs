@@ -145,14 +145,11 @@ pub struct Target {
 pub struct NoTarget {
     /// `KeystoneAPIReady=False` with the reason.
     pub condition: Desired,
-    /// True when the KeystoneAPI is gone or being deleted (so cleanup cannot happen and must not wait).
-    pub gone: bool,
 }
 
-fn no_target(reason: &str, message: String, gone: bool) -> NoTarget {
+fn no_target(reason: &str, message: String) -> NoTarget {
     NoTarget {
         condition: Desired::not_ok(KEYSTONE_API_READY, reason, message),
-        gone,
     }
 }
 
@@ -169,7 +166,6 @@ pub async fn find_keystone(
         no_target(
             reasons::WAITING_FOR_KEYSTONE_API,
             format!("cannot list the KeystoneAPIs of namespace {ns}: {e}"),
-            false,
         )
     })?;
     let mut candidates: Vec<KeystoneAPI> = list.items.into_iter().filter_map(|g| g.0.ok()).collect();
@@ -182,14 +178,12 @@ pub async fn find_keystone(
                 no_target(
                     reasons::KEYSTONE_API_NOT_FOUND,
                     format!("KeystoneAPI {name} (spec.keystoneAPI) does not exist in namespace {ns}"),
-                    true,
                 )
             }),
         None => match candidates.len() {
             0 => Err(no_target(
                 reasons::KEYSTONE_API_NOT_FOUND,
                 format!("there is no KeystoneAPI in namespace {ns}"),
-                true,
             )),
             1 => Ok(candidates.remove(0)),
             _ => Err(no_target(
@@ -202,7 +196,6 @@ pub async fn find_keystone(
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                false,
             )),
         },
     }
@@ -236,14 +229,12 @@ pub async fn resolve(
         return Err(no_target(
             reasons::KEYSTONE_API_NOT_FOUND,
             format!("KeystoneAPI {name} is being deleted"),
-            true,
         ));
     }
     if let Err(why) = is_ready(&ks) {
         return Err(no_target(
             reasons::WAITING_FOR_KEYSTONE_API,
             format!("KeystoneAPI {name} is not Ready: {why}"),
-            false,
         ));
     }
     let url = match urls.get(ns, &name) {
@@ -257,13 +248,12 @@ pub async fn resolve(
                 no_target(
                     reasons::WAITING_FOR_KEYSTONE_API,
                     format!("KeystoneAPI {name} has no status.apiEndpoints.internal yet"),
-                    false,
                 )
             })?,
     };
     let secret_name = &ks.spec.secret;
     let key = &ks.spec.password_selectors.admin;
-    let unavailable = |message: String| no_target(reasons::ADMIN_CREDENTIALS_UNAVAILABLE, message, false);
+    let unavailable = |message: String| no_target(reasons::ADMIN_CREDENTIALS_UNAVAILABLE, message);
     let secret = Api::<Secret>::namespaced(client.clone(), ns)
         .get_opt(secret_name)
         .await
