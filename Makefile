@@ -29,7 +29,7 @@ run: ## Start the local control plane, install CRDs, run the controllers, apply 
 test: ## fmt check, clippy -D warnings, generated files, unit + integration tests on a real control plane
 	hack/test.sh
 
-bench: ## Benchmarks on a local control plane: convergence vs a floor client, API writes (BENCHMARKS.md; ARGS="--runs 5 --idle 60s")
+bench: ## Benchmarks on local control planes: convergence, API requests, scale, memory, rotation, failover (BENCHMARKS.md; ARGS="--phases converge --runs 5 --idle 60s")
 	hack/bench.sh $(ARGS)
 
 e2e: ## End-to-end scenarios: a real Keystone on the local node (root; e2e/README.md)

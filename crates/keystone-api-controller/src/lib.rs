@@ -51,6 +51,8 @@ pub struct Context {
     pub templates: Templates,
     /// What was last applied to each child (no-op applies are skipped).
     pub applied: Arc<operator_common::apply::Applied>,
+    /// The optional APIs the cluster serves.
+    pub discovery: read::Discovery,
 }
 
 /// Why a reconcile failed.
@@ -111,7 +113,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
         name: name.clone(),
         source,
     };
-    let inputs = read::inputs(&ctx.client, ks).await?;
+    let inputs = read::inputs(&ctx.client, &ctx.discovery, ks).await?;
 
     // 1. Config (never waits).
     let (config_condition, rendered) = match validate::validate(ks, &inputs) {

@@ -105,16 +105,14 @@ async fn main() -> anyhow::Result<()> {
         metrics: rt.metrics.clone(),
         templates,
         applied: applied.clone(),
+        discovery: Default::default(),
     });
 
     let ours = watcher::Config::default()
         .labels(&format!("{}={}", labels::MANAGED_BY, CONTROLLER.field_manager()))
         .any_semantic();
-    // Every status change counts: the other controllers' conditions arrive as status updates.
-    let controller = Controller::new(
-        rt.keystoneapi_api::<DeserializeGuard<KeystoneAPI>>(),
-        watcher::Config::default().any_semantic(),
-    );
+    // Every status change but our own counts: the other controllers' conditions arrive as status updates.
+    let controller = operator_common::watch::keystoneapi_controller(rt.keystoneapi_api(), CONTROLLER);
     let store = controller.store();
     // The password and custom-config Secrets are the user's and carry no labels of ours: watch Secrets by
     // metadata only (no Secret data is cached) and map a change to the KeystoneAPIs that name that Secret.

@@ -1,11 +1,15 @@
 //! Every API read of a reconcile: the user's Secrets (GET by name: they carry no labels of ours and are not
-//! cached), the current Deployment, the requested NetworkAttachmentDefinitions and the API pods.
+//! cached), the current Deployment, the requested NetworkAttachmentDefinitions and the API pods; and which
+//! optional APIs the cluster serves (cached for a minute).
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use keystone_types::{KeystoneAPI, labels, names};
 
@@ -32,7 +36,37 @@ pub struct Inputs {
     pub scc_available: bool,
 }
 
-/// Whether the cluster serves `group_version` (looked up on every reconcile: cheap, and never stale).
+/// Which optional APIs (OpenShift's) the cluster serves, looked up at most once per [`Discovery::TTL`]: two API
+/// reads per reconcile saved, and an API installed or removed later is seen within the TTL.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    known: Mutex<HashMap<String, (bool, Instant)>>,
+}
+
+impl Discovery {
+    /// How long an answer is reused.
+    pub const TTL: Duration = Duration::from_secs(60);
+
+    /// Whether the cluster serves `group_version`.
+    pub async fn serves(&self, client: &Client, group_version: &str) -> Result<bool, kube::Error> {
+        let cached = self
+            .known
+            .lock()
+            .ok()
+            .and_then(|k| k.get(group_version).copied())
+            .filter(|(_, at)| at.elapsed() < Self::TTL);
+        if let Some((served, _)) = cached {
+            return Ok(served);
+        }
+        let served = serves(client, group_version).await?;
+        if let Ok(mut k) = self.known.lock() {
+            k.insert(group_version.to_owned(), (served, Instant::now()));
+        }
+        Ok(served)
+    }
+}
+
+/// Whether the cluster serves `group_version` (one discovery request).
 pub async fn serves(client: &Client, group_version: &str) -> Result<bool, kube::Error> {
     match client.list_api_group_resources(group_version).await {
         Ok(list) => Ok(!list.resources.is_empty()),
@@ -50,7 +84,7 @@ pub fn nad_resource() -> ApiResource {
 }
 
 /// Reads everything the KeystoneAPI refers to.
-pub async fn inputs(client: &Client, ks: &KeystoneAPI) -> Result<Inputs, Error> {
+pub async fn inputs(client: &Client, discovery: &Discovery, ks: &KeystoneAPI) -> Result<Inputs, Error> {
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
     let kube_err = |source| Error::Kube {
@@ -97,8 +131,12 @@ pub async fn inputs(client: &Client, ks: &KeystoneAPI) -> Result<Inputs, Error> 
             .await
             .map_err(kube_err)?,
         missing_networks,
-        routes_available: serves(client, "route.openshift.io/v1").await.map_err(kube_err)?,
-        scc_available: serves(client, "security.openshift.io/v1")
+        routes_available: discovery
+            .serves(client, "route.openshift.io/v1")
+            .await
+            .map_err(kube_err)?,
+        scc_available: discovery
+            .serves(client, "security.openshift.io/v1")
             .await
             .map_err(kube_err)?,
         pods: pods

@@ -7,11 +7,11 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::core::{DeserializeGuard, PartialObjectMeta};
-use kube::runtime::{Controller, watcher};
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher;
 
 use keystone_db_controller::{CONTROLLER, Context, error_policy, reconcile};
-use keystone_types::{KeystoneAPI, labels};
+use keystone_types::labels;
 use operator_common::cli::CommonArgs;
 use operator_common::runtime::Runtime;
 
@@ -45,10 +45,8 @@ async fn main() -> anyhow::Result<()> {
     let ours = watcher::Config::default()
         .labels(&format!("{}={}", labels::MANAGED_BY, CONTROLLER.field_manager()))
         .any_semantic();
-    let controller = Controller::new(
-        rt.keystoneapi_api::<DeserializeGuard<KeystoneAPI>>(),
-        watcher::Config::default().any_semantic(),
-    );
+    // Every status change but our own counts: the other controllers' progress arrives as status updates.
+    let controller = operator_common::watch::keystoneapi_controller(rt.keystoneapi_api(), CONTROLLER);
     let store = controller.store();
     let referencing = store.clone();
     // The password Secret is the user's: watch Secrets by metadata only and map a change to the KeystoneAPIs

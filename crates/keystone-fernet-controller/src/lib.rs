@@ -163,12 +163,21 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let wait = wake_at.map_or(Duration::from_secs(300), |at| {
-            Duration::from_secs(u64::try_from(at - now.as_second()).unwrap_or(0).max(1))
-        });
+        let wait = wake_at.map_or(Duration::from_secs(300), |at| until(at, now));
         return Ok(Action::requeue(wait));
     }
     Ok(Action::requeue(Duration::from_millis(500)))
+}
+
+/// How long from `now` until unix second `at`, to the millisecond: a rotation due at `at` runs within
+/// milliseconds of it rather than up to a second late (the schedule itself is in whole seconds). One second
+/// when `at` has passed, so that a wake-up time that cannot be met never turns into a busy loop.
+fn until(at: i64, now: Timestamp) -> Duration {
+    let ms = at.saturating_mul(1000).saturating_sub(now.as_millisecond());
+    match u64::try_from(ms) {
+        Ok(ms) if ms > 0 => Duration::from_millis(ms),
+        _ => Duration::from_secs(1),
+    }
 }
 
 fn observe(ctx: &Context, namespace: &str, name: &str, fernet: &FernetOutcome, now: i64) {
@@ -199,5 +208,21 @@ pub fn error_policy(_obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx
     match error {
         Error::InvalidObject { .. } => Action::await_change(),
         Error::Kube { .. } | Error::KeyGeneration { .. } => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wakes_at_the_millisecond_the_rotation_is_due() {
+        let now = Timestamp::from_millisecond(1_000_250).unwrap();
+        assert_eq!(until(1_030, now), Duration::from_millis(29_750));
+        assert_eq!(until(1_000, now), Duration::from_secs(1));
+        assert_eq!(
+            until(1_001, Timestamp::from_second(1_001).unwrap()),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use keystone_fernet_controller::metrics::FernetMetrics;
@@ -56,7 +56,8 @@ async fn main() -> anyhow::Result<()> {
     let secret_filter = watcher::Config::default()
         .labels(&format!("{}={}", labels::MANAGED_BY, CONTROLLER.field_manager()))
         .any_semantic();
-    let controller = Controller::new(keystones, watcher::Config::default().any_semantic()).watches(
+    // Every status change but our own counts: the db controller's credential migrations arrive as status.
+    let controller = operator_common::watch::keystoneapi_controller(keystones, CONTROLLER).watches(
         secrets,
         secret_filter,
         |secret| {

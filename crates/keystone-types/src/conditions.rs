@@ -165,6 +165,16 @@ pub fn owner_of(type_: &str) -> Option<Controller> {
         .map(|row| row.owner)
 }
 
+/// The controller that writes a condition type: the contract's owner, or for the informational conditions
+/// outside the contract, the controller documented above; `None` for types no controller writes.
+pub fn writer_of(type_: &str) -> Option<Controller> {
+    match type_ {
+        ROTATION_POLICY_SAFE => Some(Controller::Fernet),
+        CREDENTIAL_MIGRATION_READY => Some(Controller::Db),
+        other => owner_of(other),
+    }
+}
+
 /// The conditions that `Ready` summarises: every row but `Ready` itself.
 pub fn ready_inputs() -> impl Iterator<Item = &'static str> {
     CONTRACT.iter().map(|row| row.type_).filter(|t| *t != READY)

@@ -36,6 +36,10 @@ pub async fn run(bin_dir: &Path, runs: usize, idle: Duration) -> anyhow::Result<
     let mut operator_secs = Vec::new();
     let mut namespaces = Vec::new();
     let converge_start = epoch();
+    let mut runs_before = Vec::new();
+    for r in &op.replicas {
+        runs_before.push(r.metric("reconcile_runs_total").await.unwrap_or(0.0));
+    }
     for i in 0..runs {
         let ns = TestNamespace::new(&admin, "bench-op").await;
         keystone::create_osp_secret(&admin, &ns.name, "admin-pw", "db-pw", "root-pw").await;
@@ -63,6 +67,10 @@ pub async fn run(bin_dir: &Path, runs: usize, idle: Duration) -> anyhow::Result<
     // Trailing writes (status after Ready, Events) belong to convergence too.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let converge_end = epoch();
+    let mut reconciles = Vec::new();
+    for (r, before) in op.replicas.iter().zip(&runs_before) {
+        reconciles.push(r.metric("reconcile_runs_total").await.unwrap_or(0.0) - before);
+    }
 
     // The floor: the same objects, created by a minimal client.
     let snapshot = floor::Snapshot::take(&admin, &namespaces[0].name, "keystone").await?;
@@ -121,16 +129,17 @@ pub async fn run(bin_dir: &Path, runs: usize, idle: Duration) -> anyhow::Result<
         percentile(&sorted, 95.0) / percentile(&fl, 95.0).max(1e-9),
     ));
     md.push_str(&format!(
-        "## API requests per controller\n\n| controller | writes per KeystoneAPI converging | Events per KeystoneAPI | reads per KeystoneAPI | writes in {} s idle ({} KeystoneAPIs) | Lease writes idle | Events idle |\n|---|---|---|---|---|---|---|\n",
+        "## API requests per controller\n\n| controller | reconciles per KeystoneAPI converging | writes per KeystoneAPI converging | Events per KeystoneAPI | reads per KeystoneAPI | writes in {} s idle ({} KeystoneAPIs) | Lease writes idle | Events idle |\n|---|---|---|---|---|---|---|---|\n",
         idle.as_secs(),
         namespaces.len()
     ));
     let mut json_controllers = serde_json::Map::new();
-    for (c, u) in CONTROLLERS.iter().zip(&users) {
+    for ((c, u), runs) in CONTROLLERS.iter().zip(&users).zip(&reconciles) {
         let (w, _l, e) = converge.writes(u);
         let (iw, il, ie) = quiet.writes(u);
         md.push_str(&format!(
-            "| {c} | {:.1} | {:.1} | {:.1} | {iw} | {il} | {ie} |\n",
+            "| {c} | {:.1} | {:.1} | {:.1} | {:.1} | {iw} | {il} | {ie} |\n",
+            runs / n,
             w as f64 / n,
             e as f64 / n,
             converge.reads(u) as f64 / n
@@ -138,6 +147,7 @@ pub async fn run(bin_dir: &Path, runs: usize, idle: Duration) -> anyhow::Result<
         json_controllers.insert(
             (*c).to_owned(),
             json!({
+                "converge_reconciles_per_keystone": runs / n,
                 "converge_writes_per_keystone": w as f64 / n,
                 "converge_events_per_keystone": e as f64 / n,
                 "converge_reads_per_keystone": converge.reads(u) as f64 / n,

@@ -35,6 +35,14 @@ async fn fail_over(
         .enumerate()
         .position(|(i, r)| i != leader && r.controller == controller)
         .ok_or_else(|| anyhow::anyhow!("no {controller} standby"))?;
+    // A random moment within two retry periods: the standby polls the Lease every retry period, so a signal
+    // sent at a fixed delay after it started would always find it at the same point of its cycle.
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos(),
+    ) % 4000;
+    tokio::time::sleep(Duration::from_millis(1000 + jitter)).await;
     let t0 = Instant::now();
     op.replicas[leader].process.signal(signal);
     let standby = &op.replicas[standby];

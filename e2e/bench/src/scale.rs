@@ -50,9 +50,12 @@ pub async fn run(
     let mut md = String::from(
         "## Scale\n\nN KeystoneAPIs created at once (16 requests in flight) across min(N, namespaces) namespaces, \
          on a fresh control plane with fresh controllers. Per controller: CPU seconds from the first create until \
-         all are Ready / peak RSS of the process / RSS 20 s later.\n\n\
-         | KeystoneAPIs | namespaces | created in | all Ready | p50 Ready | api | fernet | db | control plane CPU |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         all are Ready / peak RSS of the process / RSS 20 s later. Then every controller is restarted with the N \
+         KeystoneAPIs in place (what an upgrade or a failover does): peak and settled RSS of the new processes, \
+         the state they keep rather than what a burst left behind.\n\n\
+         | KeystoneAPIs | namespaces | created in | all Ready | p50 Ready | api | fernet | db | control plane CPU | \
+         restarted api / fernet / db: peak, RSS |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut rows = Vec::new();
     for &n in sizes {
@@ -72,12 +75,18 @@ pub async fn run(
         let cp = op.control_plane_cpu() - cp0;
         tokio::time::sleep(SETTLE).await;
         let settled = usages(&op)?;
-        driver.abort();
         let (c, js) = cells(&op, &before, &converged, &settled);
+        let restarted = restart(&mut op).await?;
+        driver.abort();
+        let restarted_md = restarted
+            .iter()
+            .map(|(_, u)| format!("{:.1}, {:.1} MiB", mib(u.peak_rss_bytes), mib(u.rss_bytes)))
+            .collect::<Vec<_>>()
+            .join(" / ");
         let all = times.last().copied().unwrap_or(0.0);
         eprintln!("bench: scale {n}: all Ready in {all:.1} s");
         md.push_str(&format!(
-            "| {n} | {} | {created:.2} s | {all:.1} s | {:.1} s | {c} | {cp:.1} s |\n",
+            "| {n} | {} | {created:.2} s | {all:.1} s | {:.1} s | {c} | {cp:.1} s | {restarted_md} |\n",
             nss.len(),
             percentile(&times, 50.0)
         ));
@@ -85,6 +94,7 @@ pub async fn run(
             "keystoneapis": n, "namespaces": nss.len(), "created_seconds": created,
             "all_ready_seconds": all, "p50_ready_seconds": percentile(&times, 50.0),
             "controllers": js, "control_plane_cpu_seconds": cp,
+            "restarted": restarted.iter().map(|(ready, u)| json!({ "ready_seconds": ready, "usage": u })).collect::<Vec<_>>(),
         }));
         op.uninstall().await;
     }
