@@ -166,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
     // them the rest of this controller keeps working, and says so).
     let catalog = catalog_installed(&rt.client, args.common.crd_wait).await?;
     let main_loop = controller
+        .with_config(args.common.controller_config())
         .graceful_shutdown_on(rt.shutdown_signal())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {});
@@ -221,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                 },
             )
+            .with_config(args.common.controller_config())
             .graceful_shutdown_on(rt.shutdown_signal())
             .run(service::reconcile, service::error_policy, catalog.clone())
             .for_each(|_| async {});
@@ -257,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                 },
             )
+            .with_config(args.common.controller_config())
             .graceful_shutdown_on(rt.shutdown_signal())
             .run(endpoint::reconcile, endpoint::error_policy, catalog)
             .for_each(|_| async {});

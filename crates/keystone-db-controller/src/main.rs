@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         );
     rt.mark_ready_when_synced(store);
     controller
+        .with_config(args.common.controller_config())
         .graceful_shutdown_on(rt.shutdown_signal())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})

@@ -35,12 +35,24 @@ pub struct CommonArgs {
     #[arg(long, env = "KEYSTONE_OPERATOR_CRD_WAIT", default_value = "30s", value_parser = parse_duration)]
     pub crd_wait: std::time::Duration,
 
+    /// Reconciles run at the same time, per kind of object. Bounds memory: at start-up (an upgrade, a
+    /// failover) every existing KeystoneAPI is reconciled at once, and without a bound 500 of them took the
+    /// api controller to 229 MiB (BENCHMARKS.md, "Scale").
+    #[arg(long, env = "KEYSTONE_OPERATOR_CONCURRENCY", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
     /// Leader election: with several replicas, only the holder of the Lease reconciles.
     #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
 }
 
 impl CommonArgs {
+    /// The `kube::runtime::Controller` settings these arguments ask for.
+    pub fn controller_config(&self) -> kube::runtime::controller::Config {
+        kube::runtime::controller::Config::default().concurrency(self.concurrency)
+    }
+
     /// The watched namespace, or `None` for all namespaces (an empty value means all).
     pub fn watch_namespace(&self) -> Option<&str> {
         self.namespace.as_deref().filter(|ns| !ns.is_empty())
@@ -178,5 +190,24 @@ mod tests {
         let one = Cli::parse_from(["c", "--namespace=ks"]);
         assert_eq!(one.common.watch_namespace(), Some("ks"));
         assert!(Cli::try_parse_from(["c", "--namespace=a,b"]).is_err());
+    }
+
+    #[test]
+    fn concurrency_is_bounded_and_at_least_one() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            common: super::CommonArgs,
+        }
+        assert_eq!(Cli::parse_from(["c"]).common.concurrency, 8);
+        assert_eq!(Cli::parse_from(["c", "--concurrency=2"]).common.concurrency, 2);
+        let err = Cli::try_parse_from(["c", "--concurrency=0"])
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("--concurrency")),
+            "{err:?}"
+        );
     }
 }
