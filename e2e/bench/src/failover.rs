@@ -88,15 +88,14 @@ pub async fn run(
     op.start_all().await?;
     let nss = fleet::namespaces(&op.admin, "failover", keystones.min(10)).await?;
     let driver = fleet::drive_pods(&op.admin);
-    let t0 = Instant::now();
-    let watch = tokio::spawn(fleet::ready_times(
-        op.admin.clone(),
-        t0,
+    fleet::converge(
+        &op.admin,
+        &nss,
         keystones,
+        &json!({"replicas": 1}),
         Duration::from_secs(600),
-    ));
-    fleet::create(&op.admin, &nss, keystones, &json!({"replicas": 1})).await;
-    watch.await??;
+    )
+    .await?;
 
     let mut md = format!(
         "## Leader failover\n\nTwo replicas per controller, leader election with the chart's timings (lease 15 s, \

@@ -55,6 +55,22 @@ pub async fn create(client: &Client, namespaces: &[String], count: usize, spec: 
         .await;
 }
 
+/// Creates `count` KeystoneAPIs with `spec` over `namespaces` ([`create`]) while a watch times them
+/// ([`ready_times`]): seconds until the last create call returned, and each one's seconds until Ready, sorted.
+pub async fn converge(
+    client: &Client,
+    namespaces: &[String],
+    count: usize,
+    spec: &Value,
+    timeout: Duration,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    let t0 = Instant::now();
+    let watch = tokio::spawn(ready_times(client.clone(), t0, count, timeout));
+    create(client, namespaces, count, spec).await;
+    let created = t0.elapsed().as_secs_f64();
+    Ok((created, watch.await??))
+}
+
 /// Seconds from `t0` until each of `count` KeystoneAPIs (in any namespace) was first seen `Ready=True` for its
 /// generation, by a watch; sorted. Fails after `timeout` with how many made it.
 pub async fn ready_times(

@@ -3,7 +3,7 @@
 //! Secret, plus the interval).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -49,15 +49,7 @@ pub async fn run(
         "token": { "expiration": "1m", "allowExpiredWindow": "1m" },
         "fernet": { "rotationInterval": "30s", "maxActiveKeys": 16 },
     });
-    let t0 = Instant::now();
-    let watch = tokio::spawn(fleet::ready_times(
-        op.admin.clone(),
-        t0,
-        instances,
-        Duration::from_secs(600),
-    ));
-    fleet::create(&op.admin, &nss, instances, &spec).await;
-    watch.await??;
+    fleet::converge(&op.admin, &nss, instances, &spec, Duration::from_secs(600)).await?;
     eprintln!("bench: rotation: {instances} KeystoneAPIs Ready; watching rotations for {window:?}");
 
     let secrets: Api<Secret> = Api::all(op.admin.clone());

@@ -65,12 +65,8 @@ pub async fn run(
         let driver = fleet::drive_pods(&op.admin);
         let before = usages(&op)?;
         let cp0 = op.control_plane_cpu();
-        let t0 = Instant::now();
         let timeout = Duration::from_secs(120 + 4 * n as u64);
-        let watch = tokio::spawn(fleet::ready_times(op.admin.clone(), t0, n, timeout));
-        fleet::create(&op.admin, &nss, n, &json!({"replicas": 1})).await;
-        let created = t0.elapsed().as_secs_f64();
-        let times = watch.await??;
+        let (created, times) = fleet::converge(&op.admin, &nss, n, &json!({"replicas": 1}), timeout).await?;
         let converged = usages(&op)?;
         let cp = op.control_plane_cpu() - cp0;
         tokio::time::sleep(SETTLE).await;
@@ -162,15 +158,14 @@ pub async fn unrelated(
     op.start_all().await?;
     let nss = fleet::namespaces(&op.admin, "unrelated", max_namespaces).await?;
     let driver = fleet::drive_pods(&op.admin);
-    let t0 = Instant::now();
-    let watch = tokio::spawn(fleet::ready_times(
-        op.admin.clone(),
-        t0,
+    fleet::converge(
+        &op.admin,
+        &nss,
         keystones,
+        &json!({"replicas": 1}),
         Duration::from_secs(600),
-    ));
-    fleet::create(&op.admin, &nss, keystones, &json!({"replicas": 1})).await;
-    watch.await??;
+    )
+    .await?;
     let without = restart(&mut op).await?;
 
     let before = usages(&op)?;
