@@ -3,8 +3,10 @@
 //! for Keystone: the real `openstack` CLI for the user-facing checks and a small HTTP client for volume.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
 
+pub mod expiry;
+
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -282,7 +284,9 @@ impl Default for Keystone {
             // Idle connections are dropped before the server's keep-alive timeout (httpd 5 s, the stand-in's
             // uWSGI 4 s), as a well-behaved client does: reusing one the server is closing fails the request.
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
+                // No longer than the expiry margin: a validation sent while a token had more than the margin
+                // left is answered (or fails) before the token expires.
+                .timeout(expiry::MARGIN)
                 .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .unwrap(),
@@ -290,9 +294,23 @@ impl Default for Keystone {
     }
 }
 
+/// A token and the `expires_at` Keystone reported for it.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// The token (`X-Subject-Token`).
+    pub token: String,
+    /// When Keystone says it expires.
+    pub expires_at: std::time::SystemTime,
+}
+
 impl Keystone {
     /// Password auth as admin, project-scoped; returns the token.
     pub async fn issue(&self, ip: &str, password: &str) -> Result<String, String> {
+        self.issue_token(ip, password).await.map(|i| i.token)
+    }
+
+    /// Password auth as admin, project-scoped; returns the token and its `expires_at`.
+    pub async fn issue_token(&self, ip: &str, password: &str) -> Result<Issued, String> {
         let body = json!({"auth": {
             "identity": {"methods": ["password"], "password": {"user": {
                 "name": "admin", "domain": {"name": "Default"}, "password": password}}},
@@ -309,11 +327,23 @@ impl Keystone {
         if r.status().as_u16() != 201 {
             return Err(format!("issue on {ip}: HTTP {}", r.status()));
         }
-        r.headers()
+        let token = r
+            .headers()
             .get("X-Subject-Token")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
-            .ok_or_else(|| "no X-Subject-Token".to_string())
+            .ok_or_else(|| format!("issue on {ip}: no X-Subject-Token"))?;
+        let body = r
+            .text()
+            .await
+            .map_err(|e| format!("issue on {ip}: body: {}", chain(&e)))?;
+        let body: Value =
+            serde_json::from_str(&body).map_err(|e| format!("issue on {ip}: body not JSON: {e}"))?;
+        let expires_at = body["token"]["expires_at"]
+            .as_str()
+            .ok_or_else(|| format!("issue on {ip}: no token.expires_at"))
+            .and_then(expiry::parse_expires_at)?;
+        Ok(Issued { token, expires_at })
     }
 
     /// Validates `subject` on `ip` with `auth` as the caller's token; returns the HTTP status.
@@ -434,13 +464,19 @@ pub struct LoadStats {
     pub validated: u64,
     /// Successful validations of a token issued before at least one rotation since (per `rotation`).
     pub validated_across_rotations: u64,
+    /// Successful validations sent within [`expiry::MARGIN`] of the token's `expires_at` (included in
+    /// `validated`).
+    pub validated_near_expiry: u64,
+    /// Refusals of tokens sent within the margin and answered after `expires_at`: expected, not failures.
+    pub refused_after_expiry: u64,
     /// Every failed request, with the time since the start.
     pub failures: Vec<String>,
 }
 
 /// Continuous token traffic from `workers` concurrent clients: each round issues a token (round-robin over the
 /// targets) and validates it and two older, still unexpired tokens on every target (Pods) or on the ready
-/// endpoints (Service). Runs until stopped, bounded by `max_duration`.
+/// endpoints (Service). Which tokens must validate is judged at each validation from the `expires_at` Keystone
+/// reported (see [`expiry`]). Runs until stopped, bounded by `max_duration`.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stats: std::sync::Arc<std::sync::Mutex<LoadStats>>,
@@ -448,14 +484,12 @@ pub struct Load {
 }
 
 impl Load {
-    /// Starts the load. `rotation` is read to count validations across rotations; `token_lifetime` bounds
-    /// which older tokens are still expected to validate (with a margin).
+    /// Starts the load. `rotation` is read to count validations across rotations.
     pub fn start(
         client: Client,
         targets: Targets,
         password: String,
         rotation: std::sync::Arc<std::sync::atomic::AtomicI64>,
-        token_lifetime: Duration,
         max_duration: Duration,
         workers: usize,
     ) -> Load {
@@ -472,80 +506,101 @@ impl Load {
                 rotation.clone(),
             );
             tasks.push(tokio::spawn(async move {
-            let ksc = Keystone::default();
-            let start = std::time::Instant::now();
-            let max_age = token_lifetime.saturating_sub(Duration::from_secs(15));
-            // (token, issued at, rotation count at issue)
-            let mut tokens: Vec<(String, std::time::Instant, i64)> = Vec::new();
-            let mut round = worker;
-            let fail = |what: String| {
-                let line = format!("{:>7.1}s {what}", start.elapsed().as_secs_f64());
-                eprintln!("e2e load: FAILED {line}");
-                stats2.lock().unwrap().failures.push(line);
-            };
-            while !stop2.load(Ordering::Relaxed) && start.elapsed() < max_duration {
-                round += 1;
-                let addrs = match &targets {
-                    Targets::Pods(p) => p.clone(),
-                    Targets::Service(svc) => match ready_endpoints(&client, svc).await {
-                        Ok(a) if !a.is_empty() => a,
-                        Ok(_) => {
-                            fail(format!("service {svc}: no ready endpoint"));
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            continue;
-                        }
+                let ksc = Keystone::default();
+                let start = std::time::Instant::now();
+                // (token, expires_at, rotation count at issue)
+                let mut tokens: Vec<(String, SystemTime, i64)> = Vec::new();
+                let mut round = worker;
+                let fail = |what: String| {
+                    let line = format!("{:>7.1}s {what}", start.elapsed().as_secs_f64());
+                    eprintln!("e2e load: FAILED {line}");
+                    stats2.lock().unwrap().failures.push(line);
+                };
+                while !stop2.load(Ordering::Relaxed) && start.elapsed() < max_duration {
+                    round += 1;
+                    let addrs = match &targets {
+                        Targets::Pods(p) => p.clone(),
+                        Targets::Service(svc) => match ready_endpoints(&client, svc).await {
+                            Ok(a) if !a.is_empty() => a,
+                            Ok(_) => {
+                                fail(format!("service {svc}: no ready endpoint"));
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                continue;
+                            }
+                            Err(e) => {
+                                // The API server, not Keystone: retry.
+                                eprintln!("e2e load: endpoints of {svc}: {e}");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                continue;
+                            }
+                        },
+                    };
+                    let issuer = &addrs[round % addrs.len()];
+                    let rotation_now = rotation.load(Ordering::Relaxed);
+                    let issued = match ksc.issue_token(issuer, &password).await {
+                        Ok(t) => t,
                         Err(e) => {
-                            // The API server, not Keystone: retry.
-                            eprintln!("e2e load: endpoints of {svc}: {e}");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            fail(e);
                             continue;
                         }
-                    },
-                };
-                let issuer = &addrs[round % addrs.len()];
-                let rotation_now = rotation.load(Ordering::Relaxed);
-                let token = match ksc.issue(issuer, &password).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        fail(e);
-                        continue;
+                    };
+                    stats2.lock().unwrap().issued += 1;
+                    tokens.retain(|(_, expires_at, _)| expiry::keep(*expires_at, SystemTime::now()));
+                    let mut checks = vec![(issued.token.clone(), issued.expires_at, rotation_now)];
+                    if let Some(t) = tokens.first() {
+                        checks.push(t.clone());
                     }
-                };
-                stats2.lock().unwrap().issued += 1;
-                tokens.retain(|(_, at, _)| at.elapsed() < max_age);
-                let mut checks = vec![(token.clone(), rotation_now)];
-                if let Some((t, _, r)) = tokens.first() {
-                    checks.push((t.clone(), *r));
-                }
-                if tokens.len() > 1 {
-                    let (t, _, r) = &tokens[round % tokens.len()];
-                    checks.push((t.clone(), *r));
-                }
-                tokens.push((token.clone(), std::time::Instant::now(), rotation_now));
-                // The ready endpoints again: a Service client would route each request anew.
-                let validators = match &targets {
-                    Targets::Pods(p) => p.clone(),
-                    Targets::Service(svc) => ready_endpoints(&client, svc).await.unwrap_or(addrs),
-                };
-                for ip in &validators {
-                    for (subject, issued_rotation) in &checks {
-                        match ksc.validate(ip, &token, subject, false).await {
-                            Ok(200) => {
-                                let mut s = stats2.lock().unwrap();
-                                s.validated += 1;
-                                if *issued_rotation < rotation.load(Ordering::Relaxed) {
-                                    s.validated_across_rotations += 1;
+                    if tokens.len() > 1 {
+                        checks.push(tokens[round % tokens.len()].clone());
+                    }
+                    tokens.push((issued.token.clone(), issued.expires_at, rotation_now));
+                    // The ready endpoints again: a Service client would route each request anew.
+                    let validators = match &targets {
+                        Targets::Pods(p) => p.clone(),
+                        Targets::Service(svc) => ready_endpoints(&client, svc).await.unwrap_or(addrs),
+                    };
+                    for ip in &validators {
+                        for (subject, expires_at, issued_rotation) in &checks {
+                            // Judged at the moment of each validation: earlier ones may have taken seconds.
+                            let expected = expiry::expect(*expires_at, SystemTime::now());
+                            if expected == expiry::Expect::Expired {
+                                continue;
+                            }
+                            let status = ksc.validate(ip, &issued.token, subject, false).await;
+                            let answered = SystemTime::now();
+                            let code = match status {
+                                Ok(code) => code,
+                                Err(e) => {
+                                    fail(e);
+                                    continue;
+                                }
+                            };
+                            let outcome = expiry::judge(expected, *expires_at, code, answered);
+                            let mut s = stats2.lock().unwrap();
+                            match outcome {
+                                expiry::Outcome::Validated | expiry::Outcome::ValidatedNearExpiry => {
+                                    s.validated += 1;
+                                    if outcome == expiry::Outcome::ValidatedNearExpiry {
+                                        s.validated_near_expiry += 1;
+                                    }
+                                    if *issued_rotation < rotation.load(Ordering::Relaxed) {
+                                        s.validated_across_rotations += 1;
+                                    }
+                                }
+                                expiry::Outcome::RefusedAfterExpiry => s.refused_after_expiry += 1,
+                                expiry::Outcome::Failed { before_expiry } => {
+                                    drop(s);
+                                    fail(format!(
+                                        "validate on {ip}: HTTP {code} for a token issued at rotation \
+                                     {issued_rotation}, answered {:.1} s before its expires_at",
+                                        before_expiry.as_secs_f64()
+                                    ));
                                 }
                             }
-                            Ok(code) => fail(format!(
-                                "validate on {ip}: HTTP {code} for a token issued at rotation {issued_rotation}"
-                            )),
-                            Err(e) => fail(e),
                         }
                     }
                 }
-            }
-        }));
+            }));
         }
         Load { stop, stats, tasks }
     }
