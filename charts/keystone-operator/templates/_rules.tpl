@@ -20,7 +20,8 @@ grant. RBAC cannot restrict names the operator derives from the KeystoneAPI's na
 {{- define "keystone-operator.rules.api" -}}
 {{ include "keystone-operator.rules.common" . }}
 # Hashed config ConfigMaps and config Secrets: applied, watched (metadata), old versions deleted. Secrets
-# also: get of the user's password/custom-config Secrets, and a metadata watch so a change rolls the pods.
+# also: get of the user's password/custom-config Secrets, a metadata watch so a change rolls the pods, and
+# the HMAC key Secret the config hash is keyed with (created once).
 - apiGroups: [""]
   resources: [configmaps, secrets]
   verbs: [get, list, watch, create, patch, delete]

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use handlebars::Handlebars;
+use operator_common::hmac::Key;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::validate::Validated;
 
@@ -22,7 +22,8 @@ pub struct Rendered {
     pub config_map: BTreeMap<String, String>,
     /// Secret data (formats as redacted in Debug).
     pub secret: BTreeMap<String, String>,
-    /// Hash over both, hex (first 16 digits).
+    /// HMAC over both under the instance's key, hex (first 16 digits): the Secret holds the database password,
+    /// so a plain hash would let anyone who reads status or the objects' names test password guesses.
     pub hash: String,
 }
 
@@ -52,8 +53,8 @@ impl Templates {
         Ok(Self(hb))
     }
 
-    /// Renders every file for `v`.
-    pub fn render(&self, v: &Validated) -> Result<Rendered, handlebars::RenderError> {
+    /// Renders every file for `v`; the hash is an HMAC under `key`.
+    pub fn render(&self, v: &Validated, key: &Key) -> Result<Rendered, handlebars::RenderError> {
         let domain_files: BTreeMap<&str, &str> = v
             .overwrite
             .iter()
@@ -150,18 +151,14 @@ impl Templates {
             serde_json::to_string_pretty(&kolla).unwrap_or_default() + "\n",
         );
 
-        let mut h = Sha256::new();
-        for (tag, map) in [("cm", &cm), ("secret", &secret)] {
-            for (k, c) in map {
-                h.update(tag.as_bytes());
-                h.update([0]);
-                h.update(k.as_bytes());
-                h.update([0]);
-                h.update(c.as_bytes());
-                h.update([0]);
-            }
-        }
-        let hash = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let parts = [("cm", &cm), ("secret", &secret)]
+            .into_iter()
+            .flat_map(|(tag, map)| {
+                map.iter()
+                    .flat_map(move |(k, c)| [tag.as_bytes(), k.as_bytes(), c.as_bytes()])
+            });
+        let mut hash = key.hex_parts(parts);
+        hash.truncate(16);
         Ok(Rendered {
             config_map: cm,
             secret,

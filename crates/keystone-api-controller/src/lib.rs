@@ -75,6 +75,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Reading or creating the HMAC key failed (a transient failure: the API server, the RNG).
+    #[error("the HMAC key of {name}: {source}")]
+    HmacKey {
+        /// Object name.
+        name: String,
+        /// What failed.
+        #[source]
+        source: operator_common::hmac::KeyError,
+    },
     /// A template failed to render (a bug: templates are strict and fixed).
     #[error("rendering the configuration of {name} failed: {message}")]
     Render {
@@ -91,6 +100,7 @@ impl Error {
         match self {
             Error::InvalidObject { .. } => "invalid_object",
             Error::Kube { .. } => "kube_api",
+            Error::HmacKey { .. } => "hmac_key",
             Error::Render { .. } => "render",
         }
     }
@@ -115,10 +125,30 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
     };
     let inputs = read::inputs(&ctx.client, &ctx.discovery, ks).await?;
 
-    // 1. Config (never waits).
-    let (config_condition, rendered) = match validate::validate(ks, &inputs) {
-        Ok(v) => {
-            let r = ctx.templates.render(&v).map_err(|e| Error::Render {
+    // 1. Config (never waits). Its hash covers the database password: an HMAC under this instance's key, so
+    // the hash in status and in object names tells nothing about the password.
+    let key_secret = names::hmac_key_secret(&name, CONTROLLER);
+    let key = match operator_common::hmac::ensure(&ctx.client, ks, &key_secret, CONTROLLER).await {
+        Ok(key) => Ok(key),
+        Err(e) if e.needs_user() => Err(e.to_string()),
+        Err(source) => {
+            return Err(Error::HmacKey {
+                name: name.clone(),
+                source,
+            });
+        }
+    };
+    let (config_condition, rendered) = match (validate::validate(ks, &inputs), key) {
+        (Err(message), _) => (
+            Desired::not_ok(CONFIG_READY, reasons::INVALID_SPEC, message),
+            None,
+        ),
+        (Ok(_), Err(message)) => (
+            Desired::not_ok(CONFIG_READY, reasons::HMAC_KEY_UNUSABLE, message),
+            None,
+        ),
+        (Ok(v), Ok(key)) => {
+            let r = ctx.templates.render(&v, &key).map_err(|e| Error::Render {
                 name: name.clone(),
                 message: e.to_string(),
             })?;
@@ -138,10 +168,6 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             );
             (Desired::ok(CONFIG_READY, reasons::SUCCEEDED, msg), Some(r))
         }
-        Err(message) => (
-            Desired::not_ok(CONFIG_READY, reasons::INVALID_SPEC, message),
-            None,
-        ),
     };
 
     // 2. Services and endpoints (never wait).
@@ -331,6 +357,8 @@ pub fn error_policy(_obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx
     ctx.metrics.record_failure(error.category());
     match error {
         Error::InvalidObject { .. } => Action::await_change(),
-        Error::Kube { .. } | Error::Render { .. } => Action::requeue(Duration::from_secs(5)),
+        Error::Kube { .. } | Error::HmacKey { .. } | Error::Render { .. } => {
+            Action::requeue(Duration::from_secs(5))
+        }
     }
 }

@@ -835,3 +835,71 @@ async fn two_keystones_in_one_namespace_get_their_own_objects() {
     }
     env.ns.delete().await;
 }
+
+/// The config hash is keyed with a per-instance HMAC key the controller creates; a Secret of that name planted
+/// before the KeystoneAPI (whose key the planter knows) is never adopted: ConfigReady says why and nothing is
+/// rendered until it is gone. A key Secret the controller made and someone truncated is reported, not replaced.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planted_or_broken_hmac_key_is_reported_never_adopted() {
+    let env = Env::new("api-hmac").await;
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns.name);
+    let key_name = keystone_types::names::hmac_key_secret("keystone", Controller::Api);
+    let planted: Secret = serde_json::from_value(json!({
+        "metadata": {"name": key_name},
+        "stringData": {"key": "k".repeat(32)},
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &planted).await.unwrap();
+    env.create(json!({"containerImage": IMAGE_A, "replicas": 1, "secret": "osp-secret"}))
+        .await;
+    let msg = env
+        .wait_condition(conditions::CONFIG_READY, "False", Some("HMACKeyUnusable"))
+        .await;
+    assert!(
+        msg.contains(&key_name) && msg.contains("not created by the operator"),
+        "{msg}"
+    );
+    // Nothing was rendered under the planted key, and the planted Secret is untouched.
+    let cms = Api::<ConfigMap>::namespaced(env.client.clone(), &env.ns.name)
+        .list(
+            &kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=keystone-api-controller"),
+        )
+        .await
+        .unwrap();
+    assert!(cms.items.is_empty(), "config rendered under a planted key");
+    let still = secrets.get(&key_name).await.unwrap();
+    assert!(still.metadata.owner_references.is_none());
+    assert_eq!(still.data.unwrap()["key"].0, "k".repeat(32).into_bytes());
+
+    // Gone: the controller makes its own, owned by the KeystoneAPI, and the config renders.
+    secrets.delete(&key_name, &DeleteParams::default()).await.unwrap();
+    env.wait_condition(conditions::CONFIG_READY, "True", None).await;
+    let ours = secrets.get(&key_name).await.unwrap();
+    let ks = env.keystones.get("keystone").await.unwrap();
+    let owner = &ours.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!(Some(&owner.uid), ks.metadata.uid.as_ref());
+    assert_eq!(owner.controller, Some(true));
+    let key = ours.data.clone().unwrap()["key"].0.clone();
+    assert_eq!(key.len(), operator_common::hmac::KEY_LEN);
+    assert_ne!(key, "k".repeat(32).into_bytes());
+    let hash = ks.status.unwrap().api.unwrap().config_hash.unwrap();
+    assert_eq!(hash.len(), 16);
+
+    // Truncated by hand: reported, never silently replaced (it decides which config the pods run).
+    let mut broken = ours.clone();
+    broken.data = Some([("key".to_owned(), k8s_openapi::ByteString(b"short".to_vec()))].into());
+    broken.metadata.managed_fields = None;
+    secrets
+        .replace(&key_name, &PostParams::default(), &broken)
+        .await
+        .unwrap();
+    // A spec change makes the controller look again.
+    env.patch_spec(json!({"replicas": 2})).await;
+    let msg = env
+        .wait_condition(conditions::CONFIG_READY, "False", Some("HMACKeyUnusable"))
+        .await;
+    assert!(msg.contains("holds no key"), "{msg}");
+    let after = secrets.get(&key_name).await.unwrap();
+    assert_eq!(after.data.unwrap()["key"].0, b"short".to_vec());
+    env.ns.delete().await;
+}

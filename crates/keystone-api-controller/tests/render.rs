@@ -12,6 +12,7 @@ use keystone_api_controller::config::Templates;
 use keystone_api_controller::read::Inputs;
 use keystone_api_controller::validate::validate;
 use keystone_types::KeystoneAPI;
+use operator_common::hmac::Key;
 
 fn keystone(spec: Value) -> KeystoneAPI {
     // Defaults as the API server applies them, then the test's fields.
@@ -63,9 +64,17 @@ fn inputs() -> Inputs {
     }
 }
 
+fn key(byte: u8) -> Key {
+    Key::from_bytes(vec![byte; operator_common::hmac::KEY_LEN]).unwrap()
+}
+
 fn render(ks: &KeystoneAPI, inputs: &Inputs) -> keystone_api_controller::config::Rendered {
+    render_with(ks, inputs, &key(1))
+}
+
+fn render_with(ks: &KeystoneAPI, inputs: &Inputs, key: &Key) -> keystone_api_controller::config::Rendered {
     let v = validate(ks, inputs).unwrap_or_else(|e| panic!("invalid: {e}"));
-    Templates::new().unwrap().render(&v).unwrap()
+    Templates::new().unwrap().render(&v, key).unwrap()
 }
 
 fn snapshot(name: &str, r: &keystone_api_controller::config::Rendered) {
@@ -142,6 +151,39 @@ fn rendering_is_deterministic_and_the_hash_follows_content() {
         !format!("{a:?}").contains("w0rd"),
         "Debug of the rendered config shows secret content"
     );
+}
+
+/// Whoever reads the config hash (status.api.configHash, the versioned object names, the pod annotation) and
+/// the ConfigMap knows every input of the hash but the database password. A plain digest of the files would
+/// let them test password guesses offline; under the instance's HMAC key it does not.
+#[test]
+fn the_config_hash_lets_nobody_test_a_password_guess() {
+    use sha2::{Digest, Sha256};
+    let r = render(&keystone(json!({})), &inputs());
+    // The attacker guessed the password right and knows the layout of every file, so they can rebuild the
+    // Secret's content exactly: all they lack is the key.
+    let guess = r.secret.clone();
+    let mut h = Sha256::new();
+    for (tag, map) in [("cm", &r.config_map), ("secret", &guess)] {
+        for (k, c) in map {
+            for part in [tag, k.as_str(), c.as_str()] {
+                h.update(part.as_bytes());
+                h.update([0]);
+            }
+        }
+    }
+    let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    assert_ne!(
+        r.hash,
+        digest[..16],
+        "the config hash is a plain digest of content an attacker can reconstruct"
+    );
+    // Another instance's key gives another hash for the same files; the same key, the same hash.
+    let other = render_with(&keystone(json!({})), &inputs(), &key(2));
+    assert_eq!(r.config_map, other.config_map);
+    assert_ne!(r.hash, other.hash);
+    assert_eq!(r.hash, render_with(&keystone(json!({})), &inputs(), &key(1)).hash);
+    assert_eq!(r.hash.len(), 16);
 }
 
 #[test]

@@ -209,7 +209,9 @@ impl KeystoneClient {
             .timeout(config.timeout)
             // Keystone does not redirect API calls; following one would send X-Auth-Token (which reqwest
             // does not know to strip, unlike Authorization) to wherever it points.
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+            // Straight to the URL given: a proxy from the environment would see the admin password.
+            .no_proxy();
         if let Some(pem) = &config.ca_bundle_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| Error::CaBundle(error::chain(&e.without_url())))?;
@@ -418,7 +420,14 @@ impl KeystoneClient {
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(transport)?.to_vec();
+        let body = read_capped(response, MAX_BODY).await.map_err(|e| match e {
+            Capped::Read(e) => transport(e),
+            Capped::TooLarge => Error::Decode {
+                method: method.to_string(),
+                path: path.clone(),
+                reason: format!("response body larger than {MAX_BODY} bytes; refused"),
+            },
+        })?;
         tracing::debug!(
             method = %method,
             path = %path,
@@ -454,6 +463,33 @@ impl KeystoneClient {
         }
         Ok(url)
     }
+}
+
+/// The largest response body the client reads: far above any Keystone answer it asks for (a filtered list, a
+/// token), far below what could exhaust the controller's memory.
+pub const MAX_BODY: usize = 8 << 20;
+
+enum Capped {
+    Read(reqwest::Error),
+    TooLarge,
+}
+
+/// The body of `response`, refused once it passes `max` bytes (by its Content-Length, or while reading).
+async fn read_capped(mut response: reqwest::Response, max: usize) -> std::result::Result<Vec<u8>, Capped> {
+    if response
+        .content_length()
+        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > max))
+    {
+        return Err(Capped::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Capped::Read)? {
+        if body.len().saturating_add(chunk.len()) > max {
+            return Err(Capped::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// `auth_url` with `/v3` appended (unless it ends in `/v3` already), no query, no fragment.

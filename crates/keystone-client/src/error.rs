@@ -208,11 +208,13 @@ struct ErrorDetail {
     title: Option<String>,
 }
 
-/// Longest piece of a non-Keystone error body (an HTML page from a proxy) kept in a message.
-const MAX_SNIPPET: usize = 200;
+/// Longest Keystone error message kept.
+const MAX_MESSAGE: usize = 300;
 
-/// Keystone's message from an error body, or a short snippet of whatever else came back, with `secrets`
-/// replaced.
+/// Keystone's message from its JSON error document (`{"error": {"message": ...}}`), cut to a few hundred
+/// characters, control characters replaced, with `secrets` redacted. Anything else — an HTML page, some other
+/// server's answer — is described by its size only, never quoted: whatever the URL points at, its content
+/// does not reach a log line, an Event or a status condition.
 pub(crate) fn error_message(body: &[u8], secrets: &[&str]) -> String {
     let message = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody {
@@ -221,19 +223,19 @@ pub(crate) fn error_message(body: &[u8], secrets: &[&str]) -> String {
         Ok(ErrorBody {
             error: ErrorDetail { title: Some(t), .. },
         }) => t,
-        _ => {
-            let text = String::from_utf8_lossy(body);
-            let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-            if text.is_empty() {
-                "(empty body)".to_owned()
-            } else if text.chars().count() > MAX_SNIPPET {
-                format!("{}…", text.chars().take(MAX_SNIPPET).collect::<String>())
-            } else {
-                text
-            }
-        }
+        _ if body.is_empty() => return "(empty body)".to_owned(),
+        _ => return format!("(not a Keystone error document: {} bytes, not shown)", body.len()),
     };
-    redact(&message, secrets)
+    let message: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let message = redact(&message, secrets);
+    if message.chars().count() > MAX_MESSAGE {
+        format!("{}…", message.chars().take(MAX_MESSAGE).collect::<String>())
+    } else {
+        message
+    }
 }
 
 /// Replaces every occurrence of each non-empty secret with `<redacted>`.
@@ -281,12 +283,30 @@ mod tests {
     }
 
     #[test]
-    fn non_json_body_is_a_short_snippet() {
-        let body = format!("<html>\n<body>{}</body></html>", "x".repeat(500));
-        let message = error_message(body.as_bytes(), &[]);
-        assert!(message.starts_with("<html> <body>xxx"), "{message}");
-        assert!(message.chars().count() <= MAX_SNIPPET + 1);
+    fn a_body_that_is_not_keystones_is_never_quoted() {
+        // Some other server behind the URL: its content must not come back in an error.
+        let body = b"<html><body>internal admin page: db_password=hunter2</body></html>";
+        let message = error_message(body, &[]);
+        assert_eq!(
+            message,
+            format!("(not a Keystone error document: {} bytes, not shown)", body.len())
+        );
+        assert!(!message.contains("hunter2"));
+        let json_not_keystone = br#"{"items": ["secret-value"]}"#;
+        assert!(!error_message(json_not_keystone, &[]).contains("secret-value"));
         assert_eq!(error_message(b"", &[]), "(empty body)");
+    }
+
+    #[test]
+    fn keystone_messages_are_capped_and_single_line() {
+        let long = format!(
+            r#"{{"error": {{"code": 400, "message": "a\nb\r{}"}}}}"#,
+            "x".repeat(1000)
+        );
+        let message = error_message(long.as_bytes(), &[]);
+        assert!(message.starts_with("a b xxx"), "{message}");
+        assert!(message.chars().count() <= MAX_MESSAGE + 1);
+        assert!(!message.contains('\n') && !message.contains('\r'));
     }
 
     #[test]

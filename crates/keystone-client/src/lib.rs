@@ -23,9 +23,12 @@
 //! Every request carries `X-Auth-Token`, `Accept: application/json` and `User-Agent: keystone-operator/<version>`,
 //! has the configured timeout, and is logged at debug level with method, path, status and elapsed time.
 //!
-//! The client takes the URL it is given: choosing the internal endpoint from `status.apiEndpoints`, or an
-//! override for a controller running outside the cluster, is the caller's job. As reqwest does by default, it
-//! honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` from the environment.
+//! The client takes the URL it is given: choosing the KeystoneAPI's own internal Service, or an override for a
+//! controller running outside the cluster, is the caller's job. It talks to that URL directly: proxy
+//! variables in the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`) are ignored, so the admin password
+//! never goes through a proxy. A response body larger than [`MAX_BODY`] is refused, and an error body that is
+//! not Keystone's JSON error document is never quoted (only its size): a URL pointing at some other server
+//! cannot turn the client into a way of reading that server.
 //!
 //! # Why hand-written (reqwest + serde) and not an existing crate
 //!
@@ -68,6 +71,6 @@ mod error;
 mod token;
 mod types;
 
-pub use client::{Config, KeystoneClient, USER_AGENT};
+pub use client::{Config, KeystoneClient, MAX_BODY, USER_AGENT};
 pub use error::{Error, Result};
 pub use types::{Domain, Endpoint, Interface, Project, Region, Role, Service, ServicePatch, User};

@@ -421,7 +421,11 @@ async fn errors_carry_keystones_message_and_never_a_secret() {
 
     let err = keystone.list_endpoints(None, None, None).await.unwrap_err();
     assert_eq!(err.status(), Some(502));
-    assert!(err.to_string().contains("Bad gateway <redacted>"), "{err}");
+    // Not Keystone's error document (a proxy's page): its size only, never its content.
+    assert!(
+        err.to_string().contains("not a Keystone error document") && !err.to_string().contains("Bad gateway"),
+        "{err}"
+    );
 
     let mut config = Config::new(fake.url(), "admin", PASSWORD);
     config.ca_bundle_pem = Some(fake::fixture("ca.pem").into_bytes());
@@ -628,6 +632,71 @@ async fn outages_and_timeouts_are_transport_errors() {
         .unwrap_err();
     assert_eq!(err.category(), "Timeout");
     assert!(err.to_string().contains("GET /v3/services"), "{err}");
+}
+
+#[tokio::test]
+async fn a_body_over_the_cap_is_refused() {
+    let huge = format!(
+        r#"{{"services": [], "pad": "{}"}}"#,
+        "x".repeat(keystone_client::MAX_BODY)
+    );
+    let fake = Fake::with_tokens(move |_| Reply::body(200, huge.clone())).await;
+    let err = client(&fake).list_services(None).await.unwrap_err();
+    assert_eq!(err.category(), "Decode");
+    assert!(err.to_string().contains("larger than"), "{err}");
+    // Just under the cap is read.
+    let fits = format!(
+        r#"{{"services": [], "links": {{}}, "pad": "{}"}}"#,
+        "x".repeat(1 << 20)
+    );
+    let fake = Fake::with_tokens(move |_| Reply::body(200, fits.clone())).await;
+    assert!(client(&fake).list_services(None).await.unwrap().is_empty());
+}
+
+/// Proxy variables in the environment are ignored: the request (with the admin password) goes straight to
+/// Keystone. The environment is the process's, so the check runs in a child process of this test binary.
+#[tokio::test]
+async fn proxy_variables_are_ignored() {
+    const CHILD: &str = "KEYSTONE_CLIENT_TEST_PROXY_CHILD";
+    if let Ok(url) = std::env::var(CHILD) {
+        // The child: HTTP_PROXY and ALL_PROXY point at a listener that would see the password.
+        let services = KeystoneClient::new(Config::new(url, "admin", PASSWORD))
+            .unwrap()
+            .list_services(None)
+            .await
+            .unwrap();
+        assert_eq!(services.len(), 3);
+        return;
+    }
+    let fake = Fake::with_tokens(|_| Reply::fixture(200, "services_list.json")).await;
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "proxy_variables_are_ignored", "--nocapture"])
+        .env(CHILD, fake.url())
+        .env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        matches!(proxy.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the client connected to the proxy"
+    );
+    assert!(
+        fake.seen().iter().any(Seen::is_auth),
+        "Keystone was not reached directly"
+    );
 }
 
 #[tokio::test]

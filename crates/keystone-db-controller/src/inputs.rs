@@ -1,23 +1,12 @@
 //! Pure: what each step depends on, as a hash. A step re-runs exactly when its hash changes: database creation
 //! on the database settings or either password, db-sync on the image or the database settings, bootstrap on the
 //! image, the admin identity, the region, the endpoints or the admin password. Passwords enter a hash only as
-//! an HMAC under a per-instance random key (a plain hash of a password, on a Job or in status, could be
-//! brute-forced).
+//! an HMAC under the per-instance random key of `operator_common::hmac` (a plain hash of a password, on a Job
+//! or in status, could be brute-forced).
 
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use keystone_types::KeystoneAPI;
-
-/// HMAC-SHA256 of `secret` under `key`, hex.
-pub fn hmac_hex(key: &[u8], secret: &[u8]) -> String {
-    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
-    };
-    mac.update(secret);
-    hex(&mac.finalize().into_bytes())
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -133,14 +122,5 @@ mod tests {
         assert_ne!(bootstrap(&base, "p", "i", "m"), bootstrap(&base, "p", "i", "m2"));
         assert_eq!(db_create(&base, "a", "b"), db_create(&image, "a", "b"));
         assert_ne!(db_create(&base, "a", "b"), db_create(&base, "a2", "b"));
-    }
-
-    #[test]
-    fn hmac_depends_on_key_and_secret_and_reveals_neither() {
-        let a = hmac_hex(b"key-1", b"s3cret");
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, hmac_hex(b"key-2", b"s3cret"));
-        assert_ne!(a, hmac_hex(b"key-1", b"s3cret2"));
-        assert!(!a.contains("s3cret"));
     }
 }

@@ -14,16 +14,12 @@ pub mod steps;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ObjectMeta, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
-use kube::{Api, Client, Resource, ResourceExt};
-use rand::TryRngCore;
-use rand::rngs::OsRng;
+use kube::{Api, Client, ResourceExt};
 
 use keystone_types::conditions::{
     BOOTSTRAP_READY, CONFIG_READY, CREDENTIAL_MIGRATION_READY, Controller, DATABASE_READY, DB_SYNC_READY,
@@ -31,7 +27,7 @@ use keystone_types::conditions::{
 };
 use keystone_types::credential_rotation::{self, MigrateStep};
 use keystone_types::v1beta1::{CredentialMigrationStatus, DatabaseStatus};
-use keystone_types::{KeystoneAPI, KeystoneAPIStatus, labels};
+use keystone_types::{KeystoneAPI, KeystoneAPIStatus, labels, names};
 use operator_common::conditions::{Desired, reconcile as reconcile_conditions};
 use operator_common::metrics::ControllerMetrics;
 
@@ -78,13 +74,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// The random number generator failed while creating the HMAC key.
-    #[error("cannot generate the HMAC key for {name}: {message}")]
-    Rng {
+    /// Reading or creating the HMAC key failed (a transient failure: the API server, the RNG).
+    #[error("the HMAC key of {name}: {source}")]
+    HmacKey {
         /// Object name.
         name: String,
         /// What failed.
-        message: String,
+        #[source]
+        source: operator_common::hmac::KeyError,
     },
 }
 
@@ -94,14 +91,9 @@ impl Error {
         match self {
             Error::InvalidObject { .. } => "invalid_object",
             Error::Kube { .. } => "kube_api",
-            Error::Rng { .. } => "rng",
+            Error::HmacKey { .. } => "hmac_key",
         }
     }
-}
-
-/// Name of the Secret holding this instance's HMAC key.
-pub fn hmac_key_secret(instance: &str) -> String {
-    format!("{instance}-db-hmac-key")
 }
 
 fn condition_true_now(ks: &KeystoneAPI, type_: &str) -> bool {
@@ -113,49 +105,6 @@ fn condition_true_now(ks: &KeystoneAPI, type_: &str) -> bool {
                 c.type_ == type_ && c.status == "True" && c.observed_generation == ks.metadata.generation
             })
         })
-}
-
-async fn hmac_key(ctx: &Context, ks: &KeystoneAPI) -> Result<Vec<u8>, Error> {
-    let name = ks.name_any();
-    let kube_err = |source| Error::Kube {
-        name: name.clone(),
-        source,
-    };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ks.namespace().unwrap_or_default());
-    let secret_name = hmac_key_secret(&name);
-    if let Some(s) = secrets.get_opt(&secret_name).await.map_err(kube_err)?
-        && let Some(k) = s.data.as_ref().and_then(|d| d.get("key"))
-        && k.0.len() >= 32
-    {
-        return Ok(k.0.clone());
-    }
-    let mut key = vec![0u8; 32];
-    OsRng.try_fill_bytes(&mut key).map_err(|e| Error::Rng {
-        name: name.clone(),
-        message: e.to_string(),
-    })?;
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(secret_name.clone()),
-            namespace: ks.namespace(),
-            labels: Some(labels::child_labels(&name, "db-hmac-key", CONTROLLER)),
-            owner_references: ks.controller_owner_ref(&()).map(|o| vec![o]),
-            ..Default::default()
-        },
-        data: Some([("key".to_owned(), ByteString(key.clone()))].into()),
-        ..Default::default()
-    };
-    match secrets.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(key),
-        // another run created it first: use that one
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            let s = secrets.get(&secret_name).await.map_err(kube_err)?;
-            Ok(s.data
-                .and_then(|d| d.get("key").map(|k| k.0.clone()))
-                .unwrap_or_default())
-        }
-        Err(e) => Err(kube_err(e)),
-    }
 }
 
 /// Reconciles one KeystoneAPI's database steps.
@@ -190,10 +139,22 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
     // Passwords, as HMACs only.
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let password_secret = secrets.get_opt(&spec.secret).await.map_err(kube_err)?;
-    let key = hmac_key(&ctx, ks).await?;
+    // A key Secret someone else planted, or ours made unusable, stops every step that hashes a password: the
+    // user must act (the message says how); anything else is transient.
+    let key_secret = names::hmac_key_secret(&name, CONTROLLER);
+    let key = match operator_common::hmac::ensure(&ctx.client, ks, &key_secret, CONTROLLER).await {
+        Ok(key) => Ok(key),
+        Err(e) if e.needs_user() => Err(StepState::Blocked(reasons::HMAC_KEY_UNUSABLE, e.to_string())),
+        Err(source) => {
+            return Err(Error::HmacKey {
+                name: name.clone(),
+                source,
+            });
+        }
+    };
     let mac_of = |selector: &str| -> Option<String> {
         let value = password_secret.as_ref()?.data.as_ref()?.get(selector)?;
-        Some(inputs::hmac_hex(&key, &value.0))
+        Some(key.as_ref().ok()?.hex(&value.0))
     };
     let missing = |selector: &str| {
         format!(
@@ -205,13 +166,15 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
 
     // 1. The database and its user.
     let database = match (
+        &key,
         mac_of(&spec.password_selectors.database),
         spec.database.create,
         mac_of(&spec.password_selectors.database_root),
     ) {
-        (None, _, _) => StepState::Waiting(missing(&spec.password_selectors.database)),
-        (Some(_), true, None) => StepState::Waiting(missing(&spec.password_selectors.database_root)),
-        (Some(db_mac), _, root_mac) => {
+        (Err(blocked), ..) => blocked.clone(),
+        (_, None, _, _) => StepState::Waiting(missing(&spec.password_selectors.database)),
+        (_, Some(_), true, None) => StepState::Waiting(missing(&spec.password_selectors.database_root)),
+        (_, Some(db_mac), _, root_mac) => {
             let root_mac = if spec.database.create {
                 root_mac.unwrap_or_default()
             } else {
@@ -287,7 +250,9 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
         endpoints.internal.as_deref(),
     ) {
         (StepState::Done, Some(config), Some(public), Some(internal)) => {
-            if !condition_true_now(ks, FERNET_KEYS_READY) {
+            if let Err(blocked) = &key {
+                blocked.clone()
+            } else if !condition_true_now(ks, FERNET_KEYS_READY) {
                 StepState::Waiting("waiting for the fernet keys (FernetKeysReady)".into())
             } else if let Some(admin_mac) = mac_of(&spec.password_selectors.admin) {
                 let hash = inputs::bootstrap(ks, public, internal, &admin_mac);
@@ -444,6 +409,6 @@ pub fn error_policy(_obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx
     ctx.metrics.record_failure(error.category());
     match error {
         Error::InvalidObject { .. } => Action::await_change(),
-        Error::Kube { .. } | Error::Rng { .. } => Action::requeue(Duration::from_secs(5)),
+        Error::Kube { .. } | Error::HmacKey { .. } => Action::requeue(Duration::from_secs(5)),
     }
 }

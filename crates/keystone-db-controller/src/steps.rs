@@ -58,6 +58,8 @@ pub enum StepState {
     Failed(String, Duration),
     /// Waiting for something else (another step, another controller, a Secret).
     Waiting(String),
+    /// Cannot go on until a user acts: the reason and what to do.
+    Blocked(&'static str, String),
 }
 
 impl StepState {
@@ -68,6 +70,7 @@ impl StepState {
             StepState::Running(m) => Desired::not_ok(type_, "Running", m.clone()),
             StepState::Failed(m, _) => Desired::not_ok(type_, "JobFailed", m.clone()),
             StepState::Waiting(m) => Desired::not_ok(type_, "Waiting", m.clone()),
+            StepState::Blocked(reason, m) => Desired::not_ok(type_, *reason, m.clone()),
         }
     }
 
@@ -76,6 +79,8 @@ impl StepState {
         match self {
             StepState::Failed(_, d) => Some((*d).max(Duration::from_secs(1))),
             StepState::Running(_) => Some(Duration::from_secs(60)),
+            // What the user must fix may not wake a watch (a Secret we do not watch): look again soon.
+            StepState::Blocked(..) => Some(Duration::from_secs(30)),
             _ => None,
         }
     }

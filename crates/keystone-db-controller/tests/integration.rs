@@ -350,6 +350,55 @@ async fn a_failed_job_is_reported_and_retried_on_request() {
     env.ns.delete().await;
 }
 
+/// A Secret named like the db controller's HMAC key that the operator did not create (its planter knows the
+/// key, so the Job inputs hashes would tell them whether a password guess is right) is never adopted: no Job
+/// runs, DatabaseReady says why; once it is deleted the controller creates its own and the steps run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planted_hmac_key_is_not_adopted() {
+    let env = env("db-hmac", &["keystone-db-controller"]).await;
+    let key_name = keystone_types::names::hmac_key_secret("keystone", conditions::Controller::Db);
+    let planted: Secret = serde_json::from_value(json!({
+        "metadata": {"name": key_name}, "stringData": {"key": "k".repeat(32)},
+    }))
+    .unwrap();
+    env.secrets
+        .create(&PostParams::default(), &planted)
+        .await
+        .unwrap();
+    let ks: KeystoneAPI = serde_json::from_value(json!({
+        "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI", "metadata": {"name": "keystone"},
+        "spec": {"replicas": 0}
+    }))
+    .unwrap();
+    env.keystones.create(&PostParams::default(), &ks).await.unwrap();
+    let (reason, msg) = wait::until(
+        "DatabaseReady HMACKeyUnusable",
+        Duration::from_secs(60),
+        || async {
+            match env.condition(conditions::DATABASE_READY).await {
+                Some((s, r, m)) if s == "False" && r == "HMACKeyUnusable" => Ok((r, m)),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(reason, "HMACKeyUnusable");
+    assert!(msg.contains(&key_name), "{msg}");
+    assert!(
+        env.job_names("db-create").await.is_empty(),
+        "a Job ran under a planted key"
+    );
+    env.secrets
+        .delete(&key_name, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    env.drive_until(conditions::DATABASE_READY, "True", Outcome::Succeeded)
+        .await;
+    let ours = env.secrets.get(&key_name).await.unwrap();
+    assert_eq!(ours.owner_references()[0].controller, Some(true));
+    env.ns.delete().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_job_is_retried_by_itself_after_the_back_off() {
     let env = env("db-backoff", &["keystone-db-controller"]).await;

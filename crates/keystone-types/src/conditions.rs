@@ -216,6 +216,9 @@ pub mod reasons {
     pub const INTERVAL_BELOW_FLOOR: &str = "IntervalBelowFloor";
     /// The interval was raised so that `maxActiveKeys` covers the token lifetime.
     pub const TOO_FEW_KEYS: &str = "TooFewKeys";
+    /// The controller's HMAC key Secret was not created by the operator for this KeystoneAPI, or holds no
+    /// usable key; it is neither adopted nor replaced (the message says what to do).
+    pub const HMAC_KEY_UNUSABLE: &str = "HMACKeyUnusable";
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::conditions::Controller;
+pub use crate::conditions::Controller;
 
 /// `app.kubernetes.io/name`
 pub const NAME: &str = "app.kubernetes.io/name";
@@ -36,6 +36,8 @@ pub mod component {
     pub const TRUST_FLUSH: &str = "trust-flush";
     /// credential_migrate Jobs of a credential key rotation.
     pub const CREDENTIAL_MIGRATE: &str = "credential-migrate";
+    /// A controller's per-instance HMAC key Secret.
+    pub const HMAC_KEY: &str = "hmac-key";
 }
 
 /// The full label set of a child object.

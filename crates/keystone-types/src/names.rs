@@ -33,6 +33,12 @@ pub fn credential_keys_secret(instance: &str) -> String {
     format!("{instance}-credential-keys")
 }
 
+/// Secret holding `controller`'s per-instance HMAC key (`<instance>-api-hmac-key`, `<instance>-db-hmac-key`):
+/// every hash that covers a password is an HMAC under it.
+pub fn hmac_key_secret(instance: &str, controller: crate::conditions::Controller) -> String {
+    format!("{instance}-{}-hmac-key", controller.short_name())
+}
+
 /// Service of one endpoint: `<instance>-internal` or `<instance>-public`.
 pub fn service(instance: &str, endpoint: crate::v1beta1::Endpoint) -> String {
     format!("{instance}-{}", endpoint.as_str())

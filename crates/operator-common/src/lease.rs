@@ -227,11 +227,22 @@ impl Leadership {
     pub async fn hold(&mut self) -> Ended {
         loop {
             tokio::time::sleep(self.gate.timings.retry_period).await;
-            match self.gate.try_acquire_or_renew(&mut self.observed).await {
-                Ok(Attempt::Held) => self.renewed_at = Instant::now(),
-                Ok(Attempt::HeldBy(holder)) => return Ended::TakenBy(holder),
-                Err(error) => {
+            // A renewal may take only what is left of the renew deadline: a request on a connection to an
+            // apiserver that stopped answering would otherwise wait for the client's read timeout (minutes),
+            // long after a standby has taken the lease over.
+            let left = self
+                .gate
+                .timings
+                .renew_deadline
+                .saturating_sub(self.renewed_at.elapsed());
+            match tokio::time::timeout(left, self.gate.try_acquire_or_renew(&mut self.observed)).await {
+                Ok(Ok(Attempt::Held)) => self.renewed_at = Instant::now(),
+                Ok(Ok(Attempt::HeldBy(holder))) => return Ended::TakenBy(holder),
+                Ok(Err(error)) => {
                     tracing::warn!(lease = %self.gate.name, %error, "cannot renew the lease");
+                }
+                Err(_elapsed) => {
+                    tracing::warn!(lease = %self.gate.name, waited = ?left, "lease renewal did not complete in time");
                 }
             }
             if self.renewed_at.elapsed() >= self.gate.timings.renew_deadline {

@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod crd;
 pub mod events;
 pub mod guard;
+pub mod hmac;
 pub mod lease;
 pub mod metrics;
 pub mod redact;

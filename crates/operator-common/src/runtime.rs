@@ -1,8 +1,10 @@
 //! The startup and shutdown sequence every controller binary follows, so that their `main.rs` holds only
 //! wiring: telemetry → health server (so /healthz answers at once) → client → CRD check (fatal with an
 //! install hint) → leader lease when election is on (standbys wait here, Ready) → watch → /readyz after the
-//! first sync → graceful shutdown on SIGTERM, exit 0, lease released. Losing the lease is a shutdown too,
-//! ending in a non-zero exit so that Kubernetes restarts the pod as a fresh candidate.
+//! first sync → graceful shutdown on SIGTERM, exit 0, lease released. Losing the lease (taken by another
+//! replica, or not renewed within the renew deadline) ends the process at once with exit status
+//! [`LEASE_LOST_EXIT_CODE`], so that Kubernetes restarts the pod as a fresh candidate and nothing this replica
+//! still had in flight writes after a standby has taken over.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,9 @@ use crate::cli::CommonArgs;
 use crate::lease::{Ended, LeaseGate};
 use crate::metrics::ControllerMetrics;
 use crate::server::Health;
+
+/// Exit status of a controller that lost its leader lease.
+pub const LEASE_LOST_EXIT_CODE: i32 = 3;
 
 /// A running controller process: its client, metrics, health flags and shutdown signal.
 #[allow(missing_debug_implementations)]
@@ -120,8 +125,16 @@ impl Runtime {
                 tokio::select! {
                     ended = leadership.hold() => {
                         leader_gauge.set(0);
-                        tracing::error!(reason = ?ended, "lost the leader lease; stopping");
+                        tracing::error!(
+                            reason = ?ended,
+                            "lost the leader lease; exiting at once so that the pod restarts clean"
+                        );
+                        // Not a graceful shutdown: that would let in-flight reconciles (possibly stuck on the
+                        // same unresponsive apiserver) go on writing while a standby already leads. As
+                        // client-go's controllers do, stop the process now; Kubernetes restarts it as a
+                        // fresh candidate.
                         let _ = lost_tx.send(Some(ended));
+                        std::process::exit(LEASE_LOST_EXIT_CODE);
                     }
                     _ = release_rx => {
                         leader_gauge.set(0);

@@ -104,3 +104,66 @@ async fn a_holder_whose_lease_is_taken_learns_it() {
     assert_eq!(ended, Ended::TakenBy("intruder".into()));
     ns.delete().await;
 }
+
+/// A leader whose apiserver stops answering (connections stay open, nothing comes back) gives up within the
+/// renew deadline, before a standby that still reaches the apiserver can take over — not after the client's
+/// read timeout. The leader talks to the apiserver through a proxy the test pauses.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_whose_apiserver_hangs_gives_up_before_a_standby_takes_over() {
+    use test_support::tcp_proxy::PausableProxy;
+    const TIMINGS: Timings = Timings {
+        lease_duration: Duration::from_secs(6),
+        renew_deadline: Duration::from_secs(4),
+        retry_period: Duration::from_millis(500),
+    };
+    let cluster = test_support::test_cluster().await;
+    let client = cluster.client().await;
+    let ns = TestNamespace::new(&client, "lease-hang").await;
+
+    // The leader's client goes through the proxy.
+    let kubeconfig = kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap();
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+    let authority = config.cluster_url.authority().unwrap().as_str().to_owned();
+    let target = tokio::net::lookup_host(&authority).await.unwrap().next().unwrap();
+    let proxy = PausableProxy::start(target).await;
+    config.cluster_url = format!("https://{}", proxy.addr).parse().unwrap();
+    let leader_client = kube::Client::try_from(config).unwrap();
+
+    let a = LeaseGate::new(leader_client, &ns.name, "keystone-test", "a", TIMINGS);
+    let b = LeaseGate::new(client.clone(), &ns.name, "keystone-test", "b", TIMINGS);
+    let mut held_a = a.acquire().await;
+    // Renewing normally for a while, through the proxy.
+    let renewing = tokio::time::timeout(Duration::from_secs(3), held_a.hold()).await;
+    assert!(renewing.is_err(), "a lost its lease while the proxy forwarded");
+
+    proxy.pause();
+    let paused_at = Instant::now();
+    let (a_gave_up, b_took_over) = tokio::join!(
+        async {
+            let ended = tokio::time::timeout(Duration::from_secs(30), held_a.hold())
+                .await
+                .expect("the leader kept waiting on a hung apiserver");
+            (ended, paused_at.elapsed())
+        },
+        async {
+            let _held_b = b.acquire().await;
+            paused_at.elapsed()
+        }
+    );
+    let (ended, gave_up_after) = a_gave_up;
+    eprintln!("leader gave up after {gave_up_after:?} ({ended:?}); standby took over after {b_took_over:?}");
+    assert_eq!(ended, Ended::RenewDeadlineExceeded);
+    assert!(
+        gave_up_after < b_took_over,
+        "the leader gave up after {gave_up_after:?}, the standby took over after {b_took_over:?}"
+    );
+    assert!(
+        gave_up_after <= TIMINGS.renew_deadline + TIMINGS.retry_period + Duration::from_secs(1),
+        "the leader gave up after {gave_up_after:?}, past its renew deadline"
+    );
+    proxy.resume();
+    ns.delete().await;
+}

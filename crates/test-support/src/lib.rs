@@ -12,6 +12,7 @@ pub mod keystone;
 pub mod mariadb;
 pub mod pods;
 pub mod process;
+pub mod tcp_proxy;
 pub mod wait;
 
 pub use cluster::{TestNamespace, bare_cluster, client, test_cluster};

@@ -1,6 +1,8 @@
 //! Which Keystone a catalog object talks to, and as whom: its KeystoneAPI (named, or the only one in the
-//! namespace), that KeystoneAPI's internal endpoint (or an override for a controller outside the cluster),
-//! and its bootstrap admin with the password from the KeystoneAPI's Secret. Clients are cached per
+//! namespace), that KeystoneAPI's in-cluster internal Service (or the operator's `--keystone-url` override for
+//! a controller outside the cluster), and its bootstrap admin with the password from the KeystoneAPI's Secret.
+//! The admin password goes only there: never to a URL taken from the spec (`endpointURLs.internal` and so
+//! `status.apiEndpoints.internal` are whatever the KeystoneAPI's editor wrote, which could be any host). Clients are cached per
 //! KeystoneAPI, with their token, and rebuilt when the URL or the credentials change.
 
 use std::collections::HashMap;
@@ -237,20 +239,7 @@ pub async fn resolve(
             format!("KeystoneAPI {name} is not Ready: {why}"),
         ));
     }
-    let url = match urls.get(ns, &name) {
-        Some(u) => u.to_owned(),
-        None => ks
-            .status
-            .as_ref()
-            .and_then(|s| s.api_endpoints.as_ref())
-            .and_then(|e| e.internal.clone())
-            .ok_or_else(|| {
-                no_target(
-                    reasons::WAITING_FOR_KEYSTONE_API,
-                    format!("KeystoneAPI {name} has no status.apiEndpoints.internal yet"),
-                )
-            })?,
-    };
+    let url = admin_url(&ks, urls);
     let secret_name = &ks.spec.secret;
     let key = &ks.spec.password_selectors.admin;
     let unavailable = |message: String| no_target(reasons::ADMIN_CREDENTIALS_UNAVAILABLE, message);
@@ -284,9 +273,35 @@ pub async fn resolve(
     })
 }
 
+/// Where the admin credentials of `ks` may be sent: the operator's override, else the KeystoneAPI's own
+/// internal Service — never a URL from its spec or status.
+pub fn admin_url(ks: &KeystoneAPI, urls: &UrlOverrides) -> String {
+    let ns = ks.namespace().unwrap_or_default();
+    match urls.get(&ns, &ks.name_any()) {
+        Some(u) => u.to_owned(),
+        None => crate::build::service::endpoint_url(ks, keystone_types::v1beta1::Endpoint::Internal),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_credentials_go_to_the_internal_service_never_to_a_url_from_the_spec() {
+        let ks: KeystoneAPI = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI",
+            "metadata": {"name": "keystone", "namespace": "tenant"},
+            "spec": {"containerImage": "img", "endpointURLs": {"internal": "http://attacker.example:80"}},
+            "status": {"apiEndpoints": {"internal": "http://attacker.example:80"}},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let none = UrlOverrides::default();
+        assert_eq!(admin_url(&ks, &none), "http://keystone-internal.tenant.svc:5000");
+        let o = UrlOverrides::parse(&["tenant/keystone=http://127.0.0.1:5000".to_owned()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(admin_url(&ks, &o), "http://127.0.0.1:5000");
+    }
 
     #[test]
     fn url_overrides_per_keystone_and_for_all() {
