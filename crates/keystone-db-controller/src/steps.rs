@@ -93,6 +93,16 @@ pub fn backoff(attempt: u32) -> Duration {
         .min(BACKOFF_MAX)
 }
 
+/// When the attempt after `attempt`, which failed at `failed_at`, may start. A failure time in the future
+/// (a skewed clock, an edited status) counts as now, and the sum never overflows: a timestamp near the end
+/// of time must not stop the controller.
+pub fn next_attempt_at(failed_at: Timestamp, attempt: u32, now: Timestamp) -> Timestamp {
+    let from = failed_at.min(now);
+    from.checked_add(backoff(attempt))
+        .or_else(|_| now.checked_add(backoff(attempt)))
+        .unwrap_or(Timestamp::MAX)
+}
+
 fn finished(job: &Job, type_: &str) -> Option<Timestamp> {
     job.status
         .as_ref()?
@@ -197,22 +207,33 @@ pub async fn run(
         return Ok(StepState::Running(format!("{} Job {name} is running", step.kind)));
     };
     let attempt = attempt_of(&job);
-    let next_at = failed_at + backoff(attempt);
+    let Some(next_attempt) = attempt.checked_add(1) else {
+        return Ok(StepState::Blocked(
+            "AttemptsExhausted",
+            format!(
+                "{} Job {name} carries attempt number {attempt}, the largest there is; delete the step's Jobs \
+                 (`kubectl -n {ns} delete job -l {}={component}`) to start counting again",
+                step.kind,
+                keystone_types::labels::COMPONENT
+            ),
+        ));
+    };
+    let next_at = next_attempt_at(failed_at, attempt, sc.now);
     let retry_now = retry_request.is_some()
         && retry_request.as_deref() != job.annotations().get(RETRY_OF).map(String::as_str);
     if retry_now || sc.now >= next_at {
-        let name = start(sc, &api, build(attempt + 1), retry_request.as_deref()).await?;
+        let name = start(sc, &api, build(next_attempt), retry_request.as_deref()).await?;
         return Ok(StepState::Running(format!(
             "{} Job {name} started (attempt {})",
             step.kind,
-            attempt + 2
+            u64::from(next_attempt) + 1
         )));
     }
     let message = format!(
         "{} Job {name} failed (attempt {}); see `kubectl -n {ns} logs job/{name}`. Next attempt at {next_at}, or \
          now with `kubectl -n {ns} annotate keystoneapi {} {RETRY_ANNOTATION}=$(date +%s) --overwrite`",
         step.kind,
-        attempt + 1,
+        next_attempt,
         sc.ks.name_any()
     );
     if finished(&job, "Failed").is_some_and(|t| (sc.now - t).get_seconds() < 5) {
@@ -225,6 +246,41 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Total for any failure time and attempt: the next attempt is after the failure (as clamped to now)
+        /// and at most the longest back-off after now.
+        #[test]
+        fn next_attempt_is_bounded(
+            failed in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            now in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            attempt in proptest::num::u32::ANY,
+        ) {
+            let failed = Timestamp::from_second(failed).unwrap_or(Timestamp::MAX);
+            let now = Timestamp::from_second(now).unwrap_or(Timestamp::MAX);
+            let next = next_attempt_at(failed, attempt, now);
+            proptest::prop_assert!(next >= failed.min(now));
+            let latest = now.checked_add(BACKOFF_MAX).unwrap_or(Timestamp::MAX);
+            proptest::prop_assert!(next <= latest);
+        }
+    }
+
+    #[test]
+    fn a_failure_at_the_end_of_time_does_not_panic() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap_or(Timestamp::MAX);
+        let end = Timestamp::MAX;
+        // In the future: counted from now.
+        assert_eq!(
+            next_attempt_at(end, 0, now),
+            now.checked_add(BACKOFF_BASE).unwrap_or(Timestamp::MAX)
+        );
+        // Both at the end: saturates instead of panicking.
+        assert_eq!(next_attempt_at(end, 99, end), Timestamp::MAX);
+        assert_eq!(
+            next_attempt_at(now, 1, now),
+            now.checked_add(Duration::from_secs(60)).unwrap_or(Timestamp::MAX)
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

@@ -231,8 +231,10 @@ pub async fn fernet_keys(
     let last = annotation(&secret, LAST_ROTATION)
         .and_then(|s| s.parse::<Timestamp>().ok())
         .map_or(creation, |t| t.as_second());
+    // Informational; a value edited out of range counts from 0 again rather than wrapping.
     let count = annotation(&secret, ROTATION_COUNT)
         .and_then(|s| s.parse::<i64>().ok())
+        .filter(|c| *c >= 0)
         .unwrap_or(0);
     let state = State {
         last_rotation: last,
@@ -259,7 +261,7 @@ pub async fn fernet_keys(
             };
             let record = RotationRecord {
                 last_rotation: rfc3339(now),
-                count: count + 1,
+                count: count.saturating_add(1),
                 handled_request: handled,
             };
             let replacement =
@@ -291,7 +293,7 @@ pub async fn fernet_keys(
                 ),
             )
             .await;
-            Ok(Step::Done(ready(&next, now, count + 1, policy)))
+            Ok(Step::Done(ready(&next, now, count.saturating_add(1), policy)))
         }
     }
 }
@@ -586,7 +588,7 @@ async fn credential_cycle(
             record.rotated_at = None;
             record.migrate_after = None;
             record.last_rotation = rfc3339(now);
-            record.count += 1;
+            record.count = record.count.saturating_add(1);
             (set.without_secondaries(), ("CredentialKeyRotationCompleted", "credential key rotation completed: every credential is on the new key, the previous key was dropped".to_owned()))
         }
     };

@@ -52,6 +52,13 @@ pub enum KeyError {
     /// No primary key (index ≥ 1).
     #[error("there is no primary key (index 1 or higher)")]
     NoPrimary,
+    /// A key index at the largest value there is: the next rotation could not number its primary. Never
+    /// wrapped around; treated as corruption.
+    #[error("key index {index} is the largest there is; the next rotation could not number its new primary")]
+    IndexAtLimit {
+        /// The index.
+        index: u32,
+    },
     /// Two entries hold the same key.
     #[error("keys {a} and {b} are identical")]
     Duplicate {
@@ -142,6 +149,9 @@ impl KeySet {
     }
 
     fn check(&self) -> Result<(), KeyError> {
+        if self.0.contains_key(&u32::MAX) {
+            return Err(KeyError::IndexAtLimit { index: u32::MAX });
+        }
         if !self.0.contains_key(&0) {
             return Err(KeyError::NoStaged);
         }
@@ -163,7 +173,12 @@ impl KeySet {
     pub fn rotate(&self, max_active_keys: u32, rng: &mut impl TryRngCore) -> Result<KeySet, KeyError> {
         let fresh = Key::generate(rng)?;
         let mut next = self.0.clone();
-        let new_primary = self.primary_index() + 1;
+        let new_primary = self
+            .primary_index()
+            .checked_add(1)
+            .ok_or(KeyError::IndexAtLimit {
+                index: self.primary_index(),
+            })?;
         let staged = next.remove(&0).ok_or(KeyError::NoStaged)?;
         next.insert(new_primary, staged);
         next.insert(0, fresh);
@@ -340,6 +355,32 @@ mod tests {
         assert!(Key::parse("1", format!("{k}\n").as_bytes()).is_ok());
         assert!(Key::parse("1", k.trim_end_matches('=').as_bytes()).is_err());
         assert!(Key::parse("1", URL_SAFE.encode([7u8; 16]).as_bytes()).is_err());
+    }
+
+    /// A key index at `u32::MAX` (a Secret edited by hand, or ~4 billion rotations) is corruption: reported
+    /// like any other, never rotated into index 0 (which in a release build would have overwritten the staged
+    /// key and left the primary stuck).
+    #[test]
+    fn a_key_index_at_the_limit_is_corruption_never_wrapped() {
+        let mut r = rng();
+        let good = KeySet::initial(&mut r).unwrap().to_data();
+        let mut data = good.clone();
+        let primary = data.remove("1").unwrap();
+        data.insert(u32::MAX.to_string(), primary);
+        let errs = KeySet::from_data(data.iter().map(|(k, v)| (k, v.as_slice()))).unwrap_err();
+        assert!(
+            errs.contains(&KeyError::IndexAtLimit { index: u32::MAX }),
+            "{errs:?}"
+        );
+        // One below the limit is valid, and its rotation reaches the limit, which is then refused.
+        let mut data = good;
+        let primary = data.remove("1").unwrap();
+        data.insert((u32::MAX - 1).to_string(), primary);
+        let set = KeySet::from_data(data.iter().map(|(k, v)| (k, v.as_slice()))).unwrap();
+        assert!(matches!(
+            set.rotate(5, &mut r),
+            Err(KeyError::IndexAtLimit { .. })
+        ));
     }
 
     #[test]

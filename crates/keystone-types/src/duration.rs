@@ -11,6 +11,9 @@ pub struct ParseDurationError {
     reason: &'static str,
 }
 
+/// The largest duration Go represents (`i64::MAX` nanoseconds, about 292 years).
+const MAX_NANOS: u128 = i64::MAX as u128;
+
 /// Parses a non-negative Go duration: one or more `<number>[.<fraction>]<unit>` with units ns, us, ms, s, m, h.
 pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
     let err = |reason| ParseDurationError {
@@ -56,10 +59,19 @@ pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
         let mut scale = unit_nanos;
         for d in frac.chars() {
             scale /= 10;
-            value += u128::from(d.to_digit(10).unwrap_or(0)) * scale;
+            value = value
+                .checked_add(u128::from(d.to_digit(10).unwrap_or(0)) * scale)
+                .ok_or_else(|| err("too large"))?;
         }
         total_nanos = total_nanos.checked_add(value).ok_or_else(|| err("too large"))?;
         rest = next;
+    }
+    // Go's (and CEL's, so admission's) largest duration: anything longer cannot have been admitted, and
+    // sums of a few such durations stay far from overflowing.
+    if total_nanos > MAX_NANOS {
+        return Err(err(
+            "longer than the largest duration Kubernetes accepts (2562047h47m16.854775807s)",
+        ));
     }
     let secs = u64::try_from(total_nanos / 1_000_000_000).map_err(|_| err("too large"))?;
     Ok(Duration::new(secs, (total_nanos % 1_000_000_000) as u32))
@@ -90,7 +102,42 @@ mod tests {
     #[case("h")]
     #[case("10")]
     #[case("1..5h")]
+    // Fraction digits that overflowed (a panic in debug builds, in release a wrap to 1808 s) and the bounds.
+    #[case("94522879700260684295381835.9h")]
+    #[case("5671372782015641057722910123.9m")]
+    #[case("5124095576030431h")]
+    #[case("2562047h47m16.854775808s")]
+    #[case("2562047h47m17s")]
     fn rejects(#[case] input: &str) {
         assert!(parse(input).is_err(), "{input:?} accepted");
+    }
+
+    #[test]
+    fn the_largest_go_duration_is_accepted() {
+        assert_eq!(
+            parse("2562047h47m16.854775807s"),
+            Ok(Duration::new(9_223_372_036, 854_775_807))
+        );
+    }
+
+    proptest::proptest! {
+        /// Never panics, whatever the string; anything accepted is within Go's range.
+        #[test]
+        fn total_on_any_input(s in "[0-9.]{0,40}(ns|us|ms|s|m|h|x)?([0-9.]{0,30}(ns|us|ms|s|m|h))?") {
+            if let Ok(d) = parse(&s) {
+                proptest::prop_assert!(d.as_nanos() <= MAX_NANOS);
+            }
+        }
+
+        /// A sum of terms parses to the sum of their values (when within range).
+        #[test]
+        fn terms_add_up(h in 0u64..3_000_000, m in 0u64..1_000, s in 0u64..100_000, ms in 0u64..1_000_000) {
+            let text = format!("{h}h{m}m{s}s{ms}ms");
+            let expected = Duration::from_secs(h * 3600 + m * 60 + s) + Duration::from_millis(ms);
+            match parse(&text) {
+                Ok(d) => proptest::prop_assert_eq!(d, expected),
+                Err(_) => proptest::prop_assert!(expected.as_nanos() > MAX_NANOS),
+            }
+        }
     }
 }

@@ -12,9 +12,17 @@ pub const PROPAGATION_ALLOWANCE: Duration = Duration::from_secs(KEY_PROPAGATION_
 /// `ceil((expiration + allow_expired_window + Δ) / interval) + 2`: the fewest keys (counting the staged key)
 /// that keep every valid token verifiable when rotating every `interval`.
 pub fn min_active_keys(expiration: Duration, allow_expired_window: Duration, interval: Duration) -> u64 {
-    let need = (expiration + allow_expired_window + PROPAGATION_ALLOWANCE).as_secs();
+    let need = horizon(expiration, allow_expired_window).as_secs();
     let r = interval.as_secs().max(1);
-    need.div_ceil(r) + 2
+    need.div_ceil(r).saturating_add(2)
+}
+
+/// `expiration + allow_expired_window + Δ`, saturating (parsed durations are at most about 292 years each, so
+/// this never saturates for admitted values; saturating keeps it total for any input).
+fn horizon(expiration: Duration, allow_expired_window: Duration) -> Duration {
+    expiration
+        .saturating_add(allow_expired_window)
+        .saturating_add(PROPAGATION_ALLOWANCE)
 }
 
 /// The shortest rotation interval at which `max_active_keys` keys are enough:
@@ -24,7 +32,7 @@ pub fn min_safe_interval(
     expiration: Duration,
     allow_expired_window: Duration,
 ) -> Duration {
-    let need = (expiration + allow_expired_window + PROPAGATION_ALLOWANCE).as_secs();
+    let need = horizon(expiration, allow_expired_window).as_secs();
     let slots = u64::from(max_active_keys.saturating_sub(2)).max(1);
     Duration::from_secs(need.div_ceil(slots))
 }

@@ -117,24 +117,10 @@ impl LeaderElectionArgs {
     }
 }
 
-/// Parses `500ms`, `30s`, `5m`, `2h` (one unit).
+/// Parses a duration flag (`500ms`, `30s`, `5m`, `2h`, `1h30m`: the Go syntax the KeystoneAPI spec uses).
+/// Values past Go's largest duration (about 292 years) are refused, never saturated into something else.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{s:?} has no unit (ms, s, m, h)"))?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} does not start with a number"))?;
-    let secs = |m: u64| std::time::Duration::from_secs(n.saturating_mul(m));
-    match unit {
-        "ms" => Ok(std::time::Duration::from_millis(n)),
-        "s" => Ok(secs(1)),
-        "m" => Ok(secs(60)),
-        "h" => Ok(secs(3600)),
-        _ => Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    }
+    keystone_types::duration::parse(s.trim()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -158,6 +144,7 @@ mod tests {
     #[case("")]
     #[case("30")]
     #[case("s")]
+    #[case("5124095576030432h")]
     #[case("3d")]
     fn rejects(#[case] input: &str) {
         assert!(parse_duration(input).is_err(), "{input:?} accepted");

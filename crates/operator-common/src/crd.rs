@@ -43,7 +43,8 @@ pub enum CrdError {
 /// Waits until the CRD `name` is Established, for at most `timeout`. A CRD that does not exist fails at once.
 pub async fn ensure_established(client: Client, name: &str, timeout: Duration) -> Result<(), CrdError> {
     let api: Api<CustomResourceDefinition> = Api::all(client);
-    let deadline = tokio::time::Instant::now() + timeout;
+    // A timeout too large to add is as good as none.
+    let deadline = tokio::time::Instant::now().checked_add(timeout);
     loop {
         let crd = api
             .get_opt(name)
@@ -63,7 +64,7 @@ pub async fn ensure_established(client: Client, name: &str, timeout: Duration) -
         if established.is_some_and(|c| c.status == "True") {
             return Ok(());
         }
-        if tokio::time::Instant::now() >= deadline {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return Err(CrdError::NotEstablished {
                 name: name.to_owned(),
                 waited: timeout,

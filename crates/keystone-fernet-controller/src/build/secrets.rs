@@ -83,7 +83,8 @@ impl CredentialRecord {
                 })
                 .unwrap_or_default(),
             count: get(CREDENTIAL_ROTATION_COUNT)
-                .and_then(|c| c.parse().ok())
+                .and_then(|c| c.parse::<i64>().ok())
+                .filter(|c| *c >= 0)
                 .unwrap_or(0),
             handled_request: get(HANDLED_CREDENTIAL_REQUEST),
         }
