@@ -105,6 +105,39 @@ pub fn escape_dollar(s: &str) -> String {
     s.replace('$', "$$")
 }
 
+/// A host name (DNS labels of letters, digits and `-`, an optional final dot) or a bare IP address: what
+/// admission accepts for `database.host`.
+pub fn is_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// A memcached server as admission accepts it: `host:port`, `[ipv6]:port`, `inet6:[ipv6]:port` or
+/// `ipv6:port`, port 1-65535.
+pub fn is_memcached_server(server: &str) -> bool {
+    let Some((host, port)) = server.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = !port.starts_with('0') && port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host = host.strip_prefix("inet6:").unwrap_or(host);
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) => inner.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !server.starts_with("inet6:") && is_host(host),
+    };
+    port_ok && host_ok
+}
+
 /// memcache_pool's server syntax: IPv6 literals as `inet6:[addr]:port`.
 pub fn memcache_server(server: &str) -> String {
     match server.rsplit_once(':') {
@@ -177,6 +210,24 @@ pub fn validate(ks: &KeystoneAPI, inputs: &Inputs) -> Result<Validated, String> 
         ));
     }
     let db = &spec.database;
+    // Admission checks these for new objects; an object stored before those rules must not reach the files.
+    if !is_host(&db.host) {
+        return Err(format!(
+            "spec.database.host {:?} is not a host name or an IP address",
+            db.host
+        ));
+    }
+    if let Some(bad) = spec.memcached_servers.iter().find(|m| !is_memcached_server(m)) {
+        return Err(format!(
+            "spec.memcachedServers entry {bad:?} is not host:port with a host name or IP address"
+        ));
+    }
+    if !(3..=100).contains(&spec.fernet.max_active_keys) {
+        return Err(format!(
+            "spec.fernet.maxActiveKeys must be from 3 to 100, not {}",
+            spec.fernet.max_active_keys
+        ));
+    }
     let host = if db.host.contains(':') {
         format!("[{}]", db.host)
     } else {
@@ -187,10 +238,15 @@ pub fn validate(ks: &KeystoneAPI, inputs: &Inputs) -> Result<Validated, String> 
         db.user, db.port, db.name
     ));
 
+    // Keystone takes whole seconds: 500ms would be 0, a token that expires when issued.
     let seconds = |field: &str, v: &str| {
-        parse(v)
-            .map(|d| d.as_secs())
-            .map_err(|e| format!("spec.{field}: {e}"))
+        let d = parse(v).map_err(|e| format!("spec.{field}: {e}"))?;
+        if d.subsec_nanos() != 0 || d.as_secs() == 0 {
+            return Err(format!(
+                "spec.{field} must be a whole number of seconds, at least 1s, not {v:?}"
+            ));
+        }
+        Ok(d.as_secs())
     };
     let custom_secret_config = match (&spec.custom_service_config_secret, &inputs.custom_secret) {
         (None, _) => None,
@@ -246,7 +302,15 @@ pub fn validate(ks: &KeystoneAPI, inputs: &Inputs) -> Result<Validated, String> 
                         n.secret, n.key
                     )
                 })?;
-            Some(Redacted::new(escape_dollar(url.trim())))
+            let url = url.trim();
+            if url.chars().any(char::is_control) {
+                return Err(format!(
+                    "key {} of Secret {} (spec.notifications.key) contains a line break or another control \
+                     character inside the transport URL; it would change the configuration file it is written to",
+                    n.key, n.secret
+                ));
+            }
+            Some(Redacted::new(escape_dollar(url)))
         }
     };
 
@@ -313,6 +377,58 @@ mod tests {
     #[case("fd00::1:11211", "inet6:[fd00::1]:11211")]
     fn memcache_servers(#[case] input: &str, #[case] want: &str) {
         assert_eq!(memcache_server(input), want);
+    }
+
+    #[test]
+    fn hosts_and_memcached_servers_as_admission_takes_them() {
+        for ok in [
+            "openstack",
+            "db.example.com",
+            "db.example.com.",
+            "DB-1.x",
+            "10.0.0.1",
+            "fd00::1",
+        ] {
+            assert!(is_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "db\nx",
+            "db\r",
+            "a b",
+            "user@db",
+            "db/x",
+            "[fd00::1]",
+            "-db",
+            "db-",
+            "a..b",
+            "db$x",
+        ] {
+            assert!(!is_host(bad), "{bad:?}");
+        }
+        for ok in [
+            "m:11211",
+            "10.0.0.1:11211",
+            "[fd00::1]:11211",
+            "fd00::1:11211",
+            "inet6:[fd00::2]:1",
+            "m:65535",
+        ] {
+            assert!(is_memcached_server(ok), "{ok}");
+        }
+        for bad in [
+            "m",
+            "m:0",
+            "m:65536",
+            "m:011211",
+            "m:11211\r",
+            "m1:1,m2:2",
+            "[x]:1",
+            "inet6:m:1",
+            "m$x:1",
+        ] {
+            assert!(!is_memcached_server(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -294,3 +294,51 @@ fn httpd_site_passes_apaches_syntax_check() {
     assert!(!out.status.success());
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Objects stored before admission checked these fields are checked again before anything is rendered: a
+/// line break in the database host or a memcached server would add lines to a config file, a transport URL
+/// with one would too, and `500ms` would be a zero token lifetime.
+#[test]
+fn hostile_values_stored_before_admission_are_refused_at_reconcile() {
+    let cases = [
+        (
+            json!({"database": {"host": "db\n[token]\nexpiration = 1", "port": 3306, "name": "keystone",
+                             "user": "keystone", "create": true}}),
+            "spec.database.host",
+        ),
+        (
+            json!({"memcachedServers": ["m:11211\r[cache]"]}),
+            "spec.memcachedServers",
+        ),
+        (
+            json!({"token": {"expiration": "500ms", "allowExpiredWindow": "48h"}}),
+            "spec.token.expiration",
+        ),
+        (
+            json!({"token": {"expiration": "1h", "allowExpiredWindow": "1.5s"}}),
+            "spec.token.allowExpiredWindow",
+        ),
+        (
+            json!({"fernet": {"rotationInterval": "24h", "maxActiveKeys": -1}}),
+            "spec.fernet.maxActiveKeys",
+        ),
+    ];
+    for (spec, field) in cases {
+        let err = validate(&keystone(spec.clone()), &inputs()).unwrap_err();
+        assert!(err.contains(field), "{spec}: {err}");
+    }
+    let mut i = inputs();
+    i.notifications_secret = Some(secret(
+        "rabbit",
+        &[("url", "rabbit://h:5672/\n[DEFAULT]\ndebug = true")],
+    ));
+    let err = validate(
+        &keystone(json!({"notifications": {"secret": "rabbit", "key": "url"}})),
+        &i,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("spec.notifications.key") && !err.contains("rabbit://"),
+        "{err}"
+    );
+}

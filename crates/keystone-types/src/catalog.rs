@@ -2,6 +2,7 @@
 //! (a catalog service and the service user it authenticates as) and `KeystoneEndpoint` (its URLs per
 //! interface). The api controller reconciles both against the Keystone API of their KeystoneAPI.
 
+use crate::validation::{DATA_KEY, DNS1123_SUBDOMAIN, KEYSTONE_API_NAME, NO_CONTROL};
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -69,6 +70,7 @@ pub const INTERFACES: [&str; 3] = ["public", "internal", "admin"];
 /// `endpoints`: one to three interfaces (public, internal, admin), each an http(s) URL with a host (Keystone
 /// catalog templates such as `%(tenant_id)s` in the path are allowed). Bounded sizes keep the CEL cost low.
 fn endpoints_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let url_values = crate::validation::url_map_values_cel();
     schemars::json_schema!({
         "type": "object",
         "minProperties": 1,
@@ -81,8 +83,9 @@ fn endpoints_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
                 "reason": "FieldValueInvalid"
             },
             {
-                "rule": "self.all(k, self[k].matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$'))",
-                "message": "every endpoints URL must be an http:// or https:// URL with a host",
+                "rule": url_values,
+                "message": "every endpoints URL must be an http:// or https:// URL with a host, without \
+                            user:password@, query, fragment, whitespace or control characters",
                 "reason": "FieldValueInvalid"
             }
         ]
@@ -113,15 +116,16 @@ fn endpoints_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub struct KeystoneServiceSpec {
     /// Keystone service type, such as `placement`, `compute` or `image`. A service with this type and name
     /// that already exists in Keystone is adopted (and then left in Keystone when this object is deleted).
-    #[schemars(length(min = 1, max = 255))]
+    #[schemars(length(min = 1, max = 255), regex(pattern = NO_CONTROL))]
     pub service_type: String,
 
     /// Keystone service name, such as `placement` or `nova`. KeystoneEndpoints refer to the service by it.
-    #[schemars(length(min = 1, max = 255))]
+    #[schemars(length(min = 1, max = 255), regex(pattern = NO_CONTROL))]
     pub service_name: String,
 
     /// Description shown in the catalog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024), regex(pattern = r"^\P{Cc}*$"))]
     pub service_description: Option<String>,
 
     /// Whether the service is enabled in the catalog.
@@ -130,15 +134,15 @@ pub struct KeystoneServiceSpec {
 
     /// Name of the Keystone user the service authenticates as, in the Default domain. It gets the `service`
     /// role on the `service` project; its password is set from `secret`, and updated when the Secret changes.
-    #[schemars(length(min = 1, max = 255))]
+    #[schemars(length(min = 1, max = 255), regex(pattern = NO_CONTROL))]
     pub service_user: String,
 
     /// Name of the Secret, in the same namespace, holding the service user's password.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub secret: String,
 
     /// Key inside `secret` that holds the password, such as `PlacementPassword`.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DATA_KEY))]
     pub password_selector: String,
 
     /// Also grant the `admin` role on the `service` project. Under Keystone's legacy policy that role is
@@ -149,6 +153,7 @@ pub struct KeystoneServiceSpec {
     /// Name of the KeystoneAPI in this namespace whose Keystone to register in. Default: the only KeystoneAPI
     /// in the namespace (an error naming the candidates when there are several).
     #[serde(rename = "keystoneAPI", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 40), regex(pattern = KEYSTONE_API_NAME))]
     pub keystone_api: Option<String>,
 }
 
@@ -204,7 +209,7 @@ pub struct KeystoneServiceStatus {
 #[serde(rename_all = "camelCase")]
 pub struct KeystoneEndpointSpec {
     /// The `serviceName` of the KeystoneService (in this namespace) whose endpoints these are.
-    #[schemars(length(min = 1, max = 255))]
+    #[schemars(length(min = 1, max = 255), regex(pattern = NO_CONTROL))]
     pub service_name: String,
 
     /// URL per interface: `public`, `internal` and/or `admin`. Endpoints of the service on an interface not
@@ -214,11 +219,12 @@ pub struct KeystoneEndpointSpec {
 
     /// Keystone region of the endpoints. Default: the KeystoneAPI's `region`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 255))]
+    #[schemars(length(min = 1, max = 255), regex(pattern = NO_CONTROL))]
     pub region: Option<String>,
 
     /// Name of the KeystoneAPI in this namespace. Default: the only KeystoneAPI in the namespace.
     #[serde(rename = "keystoneAPI", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 40), regex(pattern = KEYSTONE_API_NAME))]
     pub keystone_api: Option<String>,
 }
 

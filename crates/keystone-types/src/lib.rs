@@ -10,6 +10,7 @@ pub mod names;
 pub mod pod;
 pub mod rotation;
 pub mod v1beta1;
+pub mod validation;
 
 use std::collections::BTreeMap;
 

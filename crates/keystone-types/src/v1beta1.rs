@@ -20,9 +20,7 @@ pub const DEFAULT_CONTAINER_IMAGE: &str =
 /// Propagation allowance Δ in the key-count rule: how long a rotated Secret may take to reach every replica.
 pub const KEY_PROPAGATION_ALLOWANCE_SECONDS: i64 = 300;
 
-/// A Go/Kubernetes-style duration such as `24h`, `90m` or `1h30m`, strictly positive. The regex guard keeps
-/// `duration()` from raising an evaluation error on malformed input, so the user sees this message instead.
-const DURATION_REGEX: &str = r"^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$";
+use crate::validation::{self, DATA_KEY, DNS1123_SUBDOMAIN, DURATION_REGEX, NO_CONTROL};
 
 fn positive_duration_rule(field: &str) -> Rule {
     Rule::new(format!(
@@ -85,6 +83,38 @@ fn ip_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+/// Memcached servers: each checked by [`validation::memcached_server_rule`], so the error names the entry.
+fn memcached_servers_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let rule = validation::memcached_server_rule();
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 32,
+        "items": {
+            "type": "string",
+            "minLength": 3,
+            "maxLength": 261,
+            "x-kubernetes-validations": [{
+                "rule": rule.rule,
+                "message": match rule.message { Some(kube::core::Message::Message(m)) => m, _ => String::new() },
+                "reason": "FieldValueInvalid",
+            }],
+        },
+    })
+}
+
+/// `customServiceConfig` and the `defaultConfigOverwrite` files together fit in the config ConfigMap (1 MiB,
+/// with room for the operator's own files). Bytes, not characters: the API server counts the encoded size.
+fn config_size_rule() -> Rule {
+    Rule::new(
+        "(has(self.customServiceConfig) ? size(bytes(self.customServiceConfig)) : 0) + \
+         (has(self.defaultConfigOverwrite) ? self.defaultConfigOverwrite.map(k, size(bytes(self.defaultConfigOverwrite[k]))).sum() : 0) \
+         <= 786432",
+    )
+    .message("customServiceConfig and defaultConfigOverwrite together must be at most 768 KiB (they share a 1 MiB ConfigMap)")
+    .field_path(".customServiceConfig")
+    .reason(kube::core::Reason::FieldValueInvalid)
+}
+
 fn misspelled_network_attachments_rule() -> Rule {
     Rule::new("!has(self.networkAttachents)")
         .message("networkAttachents is a misspelling: the field is spec.networkAttachments")
@@ -110,7 +140,11 @@ fn misspelled_network_attachments_rule() -> Rule {
     printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[x_kube(validation = key_count_rule(), validation = misspelled_network_attachments_rule())]
+#[x_kube(
+    validation = key_count_rule(),
+    validation = misspelled_network_attachments_rule(),
+    validation = config_size_rule()
+)]
 #[serde(rename_all = "camelCase")]
 pub struct KeystoneAPISpec {
     /// Keystone container image used by the API pods and by the db-sync, bootstrap and trust-flush Jobs.
@@ -126,7 +160,7 @@ pub struct KeystoneAPISpec {
 
     /// Name of the Secret, in the same namespace, holding the passwords selected by `passwordSelectors`.
     #[serde(default = "default_secret")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub secret: String,
 
     /// Keys inside `secret` that hold each password.
@@ -136,7 +170,10 @@ pub struct KeystoneAPISpec {
 
     /// NetworkAttachmentDefinition names (Multus) in this namespace; the API pods get an interface on each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))
+    )]
     pub network_attachments: Vec<String>,
 
     /// Not a field: the misspelling of `networkAttachments` found in old examples. It is declared only so that
@@ -164,17 +201,17 @@ pub struct KeystoneAPISpec {
 
     /// Keystone region the identity endpoints are registered in.
     #[serde(default = "default_region")]
-    #[schemars(length(min = 1, max = 255))]
+    #[schemars(length(min = 1, max = 255), regex(pattern = NO_CONTROL))]
     pub region: String,
 
     /// Name of the administrative user created by bootstrap.
     #[serde(default = "default_admin")]
-    #[schemars(length(min = 1, max = 255))]
+    #[schemars(length(min = 1, max = 255), regex(pattern = NO_CONTROL))]
     pub admin_user: String,
 
     /// Name of the administrative project created by bootstrap.
     #[serde(default = "default_admin")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), regex(pattern = NO_CONTROL))]
     pub admin_project: String,
 
     /// The MariaDB/MySQL database Keystone stores its data in.
@@ -182,13 +219,10 @@ pub struct KeystoneAPISpec {
     #[schemars(extend("default" = {}))]
     pub database: DatabaseSpec,
 
-    /// Memcached servers as `host:port`, used for Keystone's cache (token validation, catalog). Empty turns
-    /// caching off.
+    /// Memcached servers as `host:port` (`[addr]:port` for IPv6), used for Keystone's cache (token
+    /// validation, catalog). Empty turns caching off.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = 32),
-        inner(length(min = 3, max = 261), regex(pattern = r"^.+:[0-9]{1,5}$"))
-    )]
+    #[schemars(schema_with = "memcached_servers_schema")]
     pub memcached_servers: Vec<String>,
 
     /// Send notifications (oslo.messaging) to the transport URL held in a Secret. Unset: notifications off.
@@ -211,7 +245,8 @@ pub struct KeystoneAPISpec {
     pub token: TokenSpec,
 
     /// Extra keystone.conf settings in INI format, merged after the operator's own (it wins on conflicts).
-    /// Must not hold secrets: it is stored in a ConfigMap. Use `customServiceConfigSecret` for those.
+    /// Must not hold secrets: it is stored in a ConfigMap. Use `customServiceConfigSecret` for those. At most
+    /// 256 KiB, and with `defaultConfigOverwrite` at most 768 KiB (a ConfigMap holds 1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 262144))]
     pub custom_service_config: Option<String>,
@@ -219,13 +254,16 @@ pub struct KeystoneAPISpec {
     /// Name of a Secret whose values are INI snippets merged into keystone.conf after `customServiceConfig`
     /// (for settings that hold secrets, such as an LDAP bind password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub custom_service_config_secret: Option<String>,
 
     /// Files that replace the operator's defaults, by file name: `policy.yaml`, `logging.conf`, or
-    /// `domains/keystone.<domain>.conf` for a domain-specific identity backend.
+    /// `domains/keystone.<domain>.conf` for a domain-specific identity backend. Each file at most 256 KiB.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend(
+        "maxProperties" = 64,
+        "additionalProperties" = {"type": "string", "maxLength": 262144}
+    ))]
     #[x_kube(validation = Rule::new(r"self.all(k, k == 'policy.yaml' || k == 'logging.conf' || k.matches('^domains/keystone\\.[A-Za-z0-9_.-]+\\.conf$'))")
         .message("defaultConfigOverwrite keys must be policy.yaml, logging.conf or domains/keystone.<domain>.conf")
         .reason(kube::core::Reason::FieldValueInvalid))]
@@ -257,8 +295,6 @@ pub struct KeystoneAPISpec {
     pub trust_flush: TrustFlushSpec,
 }
 
-const URL_RULE: &str = "self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')";
-
 /// Endpoint URL overrides.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -266,12 +302,12 @@ pub struct EndpointURLs {
     /// The public endpoint's URL, e.g. `https://keystone.example.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = Rule::new(URL_RULE).message("endpointURLs.public must be an http:// or https:// URL").reason(kube::core::Reason::FieldValueInvalid))]
+    #[x_kube(validation = validation::url_rule("endpointURLs.public"))]
     pub public: Option<String>,
     /// The internal endpoint's URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = Rule::new(URL_RULE).message("endpointURLs.internal must be an http:// or https:// URL").reason(kube::core::Reason::FieldValueInvalid))]
+    #[x_kube(validation = validation::url_rule("endpointURLs.internal"))]
     pub internal: Option<String>,
 }
 
@@ -280,18 +316,16 @@ pub struct EndpointURLs {
 #[serde(rename_all = "camelCase")]
 pub struct IngressSpec {
     /// Host name the Ingress serves, e.g. `keystone.example.com`.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
+    #[x_kube(validation = Rule::new("!isIP(self)").message("ingress.host must be a DNS name, not an IP address (Ingress rules take names only)").reason(kube::core::Reason::FieldValueInvalid))]
     pub host: String,
     /// IngressClass to use (default: the cluster's default class).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub class_name: Option<String>,
     /// Secret with the TLS certificate for `host`; the published URL is then https.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub tls_secret_name: Option<String>,
 }
 
@@ -301,15 +335,15 @@ pub struct IngressSpec {
 pub struct PasswordSelectors {
     /// Key holding the password of `adminUser`.
     #[serde(default = "default_admin_password_key")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DATA_KEY))]
     pub admin: String,
     /// Key holding the password of the database user.
     #[serde(default = "default_database_password_key")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DATA_KEY))]
     pub database: String,
     /// Key holding the database root password (used only when `database.create` is true).
     #[serde(default = "default_database_root_password_key")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DATA_KEY))]
     pub database_root: String,
 }
 
@@ -353,7 +387,7 @@ pub struct ExternalEndpoint {
     /// The endpoint to expose: `internal` or `public`.
     pub endpoint: Endpoint,
     /// MetalLB IPAddressPool to allocate the address from.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub ip_address_pool: String,
     /// Addresses to request from the pool (IPv4 or IPv6).
     #[serde(default, rename = "loadBalancerIPs", skip_serializing_if = "Vec::is_empty")]
@@ -372,9 +406,10 @@ pub struct ExternalEndpoint {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
-    /// Database server host name (usually a Service in this namespace).
+    /// Database server host: a host name (usually a Service in this namespace) or an IP address.
     #[serde(default = "default_database_host")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = validation::host_rule("database.host"))]
     pub host: String,
     /// Database server port.
     #[serde(default = "default_database_port")]
@@ -410,11 +445,11 @@ impl Default for DatabaseSpec {
 #[serde(rename_all = "camelCase")]
 pub struct NotificationsSpec {
     /// Name of the Secret holding the transport URL (for example `rabbit://user:pass@host:5672/`).
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub secret: String,
     /// Key inside the Secret.
     #[serde(default = "default_transport_url_key")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DATA_KEY))]
     pub key: String,
 }
 
@@ -465,13 +500,19 @@ pub struct TokenSpec {
     /// Token lifetime (`[token] expiration`), e.g. `1h`.
     #[serde(default = "default_token_expiration")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = positive_duration_rule("token.expiration"))]
+    #[x_kube(
+        validation = positive_duration_rule("token.expiration"),
+        validation = validation::whole_seconds_rule("token.expiration")
+    )]
     pub expiration: String,
     /// How long after expiry a token may still be validated with `allow_expired`
     /// (`[token] allow_expired_window`), e.g. `48h`.
     #[serde(default = "default_allow_expired_window")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = positive_duration_rule("token.allowExpiredWindow"))]
+    #[x_kube(
+        validation = positive_duration_rule("token.allowExpiredWindow"),
+        validation = validation::whole_seconds_rule("token.allowExpiredWindow")
+    )]
     pub allow_expired_window: String,
 }
 
@@ -488,12 +529,10 @@ impl Default for TokenSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TrustFlushSpec {
-    /// Cron schedule (five fields, or a macro such as `@hourly`).
+    /// Cron schedule as a CronJob takes it: five fields (`1 * * * *`, `*/5 1-3 * * 1-5`) or a descriptor
+    /// (`@hourly`, `@daily`, `@every 6h`); times are in the kube-controller-manager's time zone.
     #[serde(default = "default_trust_flush_schedule")]
-    #[schemars(
-        length(min = 1, max = 128),
-        regex(pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$")
-    )]
+    #[schemars(length(min = 1, max = 128), extend("pattern" = validation::cron_pattern()))]
     pub schedule: String,
     /// Suspend the CronJob.
     #[serde(default)]

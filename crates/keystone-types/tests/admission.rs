@@ -288,3 +288,354 @@ async fn duplicate_endpoint_is_rejected_on_create_too() {
     );
     ns.delete().await;
 }
+
+/// Server-side dry-run create of a KeystoneAPI named `keystone` with `spec`: the API server's message on
+/// rejection. Nothing is stored, so one namespace serves a whole corpus.
+async fn dry_run(api: &Api<DynamicObject>, spec: &Value) -> Result<(), String> {
+    let pp = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    match api.create(&pp, &with_spec("keystone", spec.clone())).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) => Err(status.message),
+        Err(e) => panic!("unexpected client error: {e}"),
+    }
+}
+
+/// Every spec string that reaches a config file, a URL, an annotation, an object reference or a CronJob is
+/// refused at admission when it could change more than its own value, with a message naming the field.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_strings_are_rejected_naming_the_field() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "hostile").await;
+    let api = api(&client, &ns.name);
+    let cases: Vec<(Value, &[&str])> = vec![
+        // A line break in the database host would add lines to 00-secrets.conf, read after keystone.conf.
+        (
+            json!({"database": {"host": "db\n[token]\nexpiration = 1"}}),
+            &["spec.database.host", "host name"],
+        ),
+        (json!({"database": {"host": "db\rx"}}), &["spec.database.host"]),
+        (json!({"database": {"host": "user@db"}}), &["spec.database.host"]),
+        (
+            json!({"database": {"host": "db/evil?x=1"}}),
+            &["spec.database.host"],
+        ),
+        (
+            json!({"database": {"host": "[fd00::1]"}}),
+            &["spec.database.host"],
+        ),
+        (json!({"database": {"host": "db$x"}}), &["spec.database.host"]),
+        (
+            json!({"memcachedServers": ["m:11211\r[cache]"]}),
+            &["spec.memcachedServers[0]"],
+        ),
+        (
+            json!({"memcachedServers": ["m1:11211,evil:1"]}),
+            &["spec.memcachedServers[0]"],
+        ),
+        (
+            json!({"memcachedServers": ["ok:11211", "m:0"]}),
+            &["spec.memcachedServers[1]"],
+        ),
+        (
+            json!({"memcachedServers": ["m:65536"]}),
+            &["spec.memcachedServers[0]"],
+        ),
+        (
+            json!({"memcachedServers": ["[not-ip]:11211"]}),
+            &["spec.memcachedServers[0]"],
+        ),
+        (
+            json!({"memcachedServers": ["m$x:11211"]}),
+            &["spec.memcachedServers[0]"],
+        ),
+        (json!({"secret": "../other"}), &["spec.secret"]),
+        (json!({"secret": "osp-secret?watch=1"}), &["spec.secret"]),
+        (json!({"secret": "OSP"}), &["spec.secret"]),
+        (
+            json!({"customServiceConfigSecret": "a/b"}),
+            &["spec.customServiceConfigSecret"],
+        ),
+        (
+            json!({"notifications": {"secret": "rabbit,x"}}),
+            &["spec.notifications.secret"],
+        ),
+        (
+            json!({"notifications": {"secret": "rabbit", "key": "url\n"}}),
+            &["spec.notifications.key"],
+        ),
+        (
+            json!({"passwordSelectors": {"admin": "Admin Password"}}),
+            &["spec.passwordSelectors.admin"],
+        ),
+        (
+            json!({"passwordSelectors": {"database": "a/b"}}),
+            &["spec.passwordSelectors.database"],
+        ),
+        (
+            json!({"passwordSelectors": {"databaseRoot": "x\u{7}"}}),
+            &["spec.passwordSelectors.databaseRoot"],
+        ),
+        // Multus reads `,` as another network, `/` as another namespace, `@` as an interface name.
+        (
+            json!({"networkAttachments": ["storage,evil"]}),
+            &["spec.networkAttachments[0]"],
+        ),
+        (
+            json!({"networkAttachments": ["storage", "other-ns/net"]}),
+            &["spec.networkAttachments[1]"],
+        ),
+        (
+            json!({"networkAttachments": ["net@eth9"]}),
+            &["spec.networkAttachments[0]"],
+        ),
+        (
+            json!({"networkAttachments": ["[{\"name\":\"x\"}]"]}),
+            &["spec.networkAttachments[0]"],
+        ),
+        (
+            json!({"externalEndpoints": [{"endpoint": "internal", "ipAddressPool": "Pool_1"}]}),
+            &["spec.externalEndpoints[0].ipAddressPool"],
+        ),
+        (
+            json!({"ingress": {"host": "10.0.0.1"}}),
+            &["spec.ingress.host", "not an IP address"],
+        ),
+        (
+            json!({"ingress": {"host": "k.example.com", "className": "Nginx"}}),
+            &["spec.ingress.className"],
+        ),
+        (
+            json!({"ingress": {"host": "k.example.com", "tlsSecretName": "tls cert"}}),
+            &["spec.ingress.tlsSecretName"],
+        ),
+        (json!({"region": "regionOne\nx"}), &["spec.region"]),
+        (json!({"region": "region\tOne"}), &["spec.region"]),
+        (json!({"adminUser": "admin\r"}), &["spec.adminUser"]),
+        (json!({"adminProject": "admin\u{0}"}), &["spec.adminProject"]),
+        (json!({"adminProject": "admin\u{85}"}), &["spec.adminProject"]),
+        (
+            json!({"endpointURLs": {"public": "https://user:pass@keystone.example.com"}}),
+            &["spec.endpointURLs.public", "user:password@"],
+        ),
+        (
+            json!({"endpointURLs": {"internal": "http://evil\\@good.example.com"}}),
+            &["spec.endpointURLs.internal"],
+        ),
+        (
+            json!({"endpointURLs": {"public": "https://k.example.com/\u{0}"}}),
+            &["spec.endpointURLs.public"],
+        ),
+        (
+            json!({"endpointURLs": {"public": "https://k.example.com/v3\u{7f}"}}),
+            &["spec.endpointURLs.public"],
+        ),
+        (
+            json!({"token": {"expiration": "500ms"}}),
+            &["spec.token.expiration", "whole number of seconds"],
+        ),
+        (
+            json!({"token": {"expiration": "1.5s"}}),
+            &["spec.token.expiration", "whole number of seconds"],
+        ),
+        (
+            json!({"token": {"allowExpiredWindow": "48h0.5s"}}),
+            &["spec.token.allowExpiredWindow"],
+        ),
+        (
+            json!({"trustFlush": {"schedule": "CRON_TZ=UTC 1 * * * *"}}),
+            &["spec.trustFlush.schedule"],
+        ),
+        (
+            json!({"trustFlush": {"schedule": "60 * * * *"}}),
+            &["spec.trustFlush.schedule"],
+        ),
+        (
+            json!({"trustFlush": {"schedule": "* * * * 7"}}),
+            &["spec.trustFlush.schedule"],
+        ),
+        (
+            json!({"trustFlush": {"schedule": "a b c d e"}}),
+            &["spec.trustFlush.schedule"],
+        ),
+        (
+            json!({"trustFlush": {"schedule": "@hourly\n1 * * * *"}}),
+            &["spec.trustFlush.schedule"],
+        ),
+        (
+            json!({"defaultConfigOverwrite": {"policy.yaml": "x".repeat(262_145)}}),
+            &["spec.defaultConfigOverwrite"],
+        ),
+        (
+            json!({"customServiceConfig": "#".repeat(200_000),
+                "defaultConfigOverwrite": {"policy.yaml": "x".repeat(200_000), "logging.conf": "y".repeat(200_000),
+                                           "domains/keystone.a.conf": "z".repeat(200_000)}}),
+            &["spec.customServiceConfig", "768 KiB"],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (spec, expect) in &cases {
+        match dry_run(&api, spec).await {
+            Ok(()) => wrong.push(format!("accepted: {spec}")),
+            Err(msg) => {
+                if let Some(n) = expect.iter().find(|n| !msg.contains(*n)) {
+                    wrong.push(format!("message for {spec} lacks {n:?}: {msg}"));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+    ns.delete().await;
+}
+
+/// What users write keeps working: FQDN, short and IP hosts (IPv4, IPv6), memcached in every supported form,
+/// ordinary names, URLs with ports and paths, whole-second durations, cron schedules and descriptors.
+#[tokio::test(flavor = "multi_thread")]
+async fn ordinary_values_are_accepted() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "ordinary").await;
+    let api = api(&client, &ns.name);
+    let cases = vec![
+        json!({"database": {"host": "openstack"}}),
+        json!({"database": {"host": "openstack.openstack.svc"}}),
+        json!({"database": {"host": "db-0.galera.openstack.svc.cluster.local."}}),
+        json!({"database": {"host": "DB.Example.COM"}}),
+        json!({"database": {"host": "10.0.0.5"}}),
+        json!({"database": {"host": "fd00::5"}}),
+        json!({"memcachedServers": ["memcached-0.memcached:11211", "10.0.0.1:11211", "[fd00::1]:11211",
+                                    "fd00::1:11211", "inet6:[fd00::2]:11211", "memcached.openstack.svc:65535"]}),
+        json!({"secret": "osp-secret.v2", "customServiceConfigSecret": "keystone-ldap",
+               "passwordSelectors": {"admin": "AdminPassword", "database": "db.password", "databaseRoot": "root-pw_1"},
+               "notifications": {"secret": "rabbitmq-transport", "key": "transport_url"}}),
+        json!({"networkAttachments": ["storage", "internalapi", "ctlplane.v1"]}),
+        json!({"externalEndpoints": [{"endpoint": "internal", "ipAddressPool": "osp-internalapi",
+                                      "loadBalancerIPs": ["172.17.0.202"], "sharedIP": true, "sharedIPKey": ""}]}),
+        json!({"ingress": {"host": "keystone.example.com", "className": "nginx", "tlsSecretName": "keystone-tls"}}),
+        json!({"region": "RegionOne", "adminUser": "admin user é", "adminProject": "Admin Project"}),
+        json!({"endpointURLs": {"public": "https://id.example.org:8443/identity",
+                                "internal": "http://[fd00::9]:5000"}}),
+        json!({"token": {"expiration": "1h", "allowExpiredWindow": "2d"}}),
+        json!({"token": {"expiration": "90m30s", "allowExpiredWindow": "1000ms"}}),
+        json!({"trustFlush": {"schedule": "@hourly"}}),
+        json!({"trustFlush": {"schedule": "@every 6h"}}),
+        json!({"trustFlush": {"schedule": "*/5 1-3 * * 1-5"}}),
+        json!({"trustFlush": {"schedule": "0 0 1,15 JAN-jun sun"}}),
+        json!({"trustFlush": {"schedule": "  30 4 ? * MON-FRI "}}),
+        json!({"customServiceConfig": "[DEFAULT]\ndebug = true\n",
+               "defaultConfigOverwrite": {"policy.yaml": "x".repeat(262_144)}}),
+    ];
+    let mut wrong = Vec::new();
+    for spec in &cases {
+        // `2d` is not a Go duration: that one must be refused by the duration rule, not by a new one.
+        if let Err(msg) = dry_run(&api, spec).await {
+            if !(spec.to_string().contains("2d") && msg.contains("positive duration")) {
+                wrong.push(format!("refused: {spec}: {msg}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+    ns.delete().await;
+}
+
+/// The trust-flush schedule is accepted exactly when the CronJob API accepts it (the CronJob is what the db
+/// controller builds from it): each schedule of a corpus is dry-run as a KeystoneAPI and as a CronJob.
+#[tokio::test(flavor = "multi_thread")]
+async fn trust_flush_schedules_are_accepted_exactly_as_the_cronjob_api_accepts_them() {
+    use k8s_openapi::api::batch::v1::CronJob;
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "cron").await;
+    let keystones = api(&client, &ns.name);
+    let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), &ns.name);
+    let corpus = [
+        "1 * * * *",
+        "@hourly",
+        "@daily",
+        "@midnight",
+        "@weekly",
+        "@monthly",
+        "@yearly",
+        "@annually",
+        "@every 1h",
+        "@every 90m",
+        "@every 1h30m",
+        "*/5 1-3 * * 1-5",
+        "0 0 1,15 * *",
+        "0 0 * JAN-JUN SUN",
+        "0 0 * jan sun-sat",
+        "0-59/15 * * * *",
+        "5/10 * * * *",
+        "? ? ? ? ?",
+        "00 00 01 01 00",
+        "59 23 31 12 6",
+        " 1 * * * * ",
+        "1\t*\t*\t*\t*",
+        // quirks and refusals of the CronJob API: whatever its verdict, ours must be the same
+        "60 * * * *",
+        "* 24 * * *",
+        "* * 0 * *",
+        "* * 32 * *",
+        "* * * 0 *",
+        "* * * 13 *",
+        "* * * * 7",
+        "*/0 * * * *",
+        "* * * *",
+        "* * * * * *",
+        "a b c d e",
+        "@every",
+        "@often",
+        "@hourly ",
+        "CRON_TZ=UTC 1 * * * *",
+        "TZ=UTC 1 * * * *",
+        "1 * * * * TZ",
+        "1,,2 * * * *",
+        "*-5 * * * *",
+        "1 * * * MON-FOO",
+        "every hour",
+    ];
+    let mut disagree = Vec::new();
+    for schedule in corpus {
+        let ours = dry_run(&keystones, &json!({"trustFlush": {"schedule": schedule}})).await;
+        let cronjob: CronJob = serde_json::from_value(json!({
+            "metadata": {"name": "probe"},
+            "spec": {"schedule": schedule, "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}}}
+        }))
+        .unwrap();
+        let theirs = cronjobs
+            .create(
+                &kube::api::PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &cronjob,
+            )
+            .await;
+        if ours.is_ok() != theirs.is_ok() {
+            disagree.push(format!(
+                "{schedule:?}: KeystoneAPI {}, CronJob {}",
+                ours.map_or_else(|e| format!("refused ({e})"), |()| "accepted".into()),
+                theirs.map_or_else(|e| format!("refused ({e})"), |_| "accepted".into()),
+            ));
+        }
+    }
+    assert!(
+        disagree.is_empty(),
+        "the schedule rule disagrees with the CronJob API:\n{}",
+        disagree.join("\n")
+    );
+    ns.delete().await;
+}
