@@ -11,13 +11,27 @@ use operator_common::Redacted;
 
 use crate::read::Inputs;
 
-/// Options the operator renders from the spec; setting them in custom config is refused.
+/// Options the operator renders from the spec; setting them in custom config is refused: `(group as oslo.config
+/// normalizes it, option or the whole group, what to use instead)`. Deprecated names oslo.config still reads
+/// count too (oslo.db's `[DEFAULT] sql_connection`, `[database] sql_connection`, `[sql] connection` all set
+/// `[database] connection`); the test against oslo.config itself keeps this list complete.
 const OWNED: &[(&str, Option<&str>, &str)] = &[
     (
         "database",
         Some("connection"),
         "spec.database and the password Secret",
     ),
+    (
+        "DEFAULT",
+        Some("sql_connection"),
+        "spec.database and the password Secret",
+    ),
+    (
+        "database",
+        Some("sql_connection"),
+        "spec.database and the password Secret",
+    ),
+    ("sql", Some("connection"), "spec.database and the password Secret"),
     ("token", Some("expiration"), "spec.token.expiration"),
     (
         "token",
@@ -151,29 +165,103 @@ pub fn memcache_server(server: &str) -> String {
     }
 }
 
-/// Returns `[section] option` pairs of `ini` that the operator owns, with the field to use instead.
-pub fn owned_options(ini: &str) -> Vec<String> {
-    let mut section = String::new();
-    let mut found = Vec::new();
-    for line in ini.lines().map(str::trim) {
-        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+/// Python's `str.isspace()`, which oslo.config strips with: Unicode whitespace and the separators U+001C-U+001F.
+fn py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// oslo.config's group name normalization: `DEFAULT` as written, every other group lower-cased.
+fn normalize_group(name: &str) -> String {
+    if name == "DEFAULT" {
+        name.to_owned()
+    } else {
+        name.to_lowercase()
+    }
+}
+
+/// Every `(group, option)` that `ini` sets, read exactly as oslo.config's INI parser reads a config file:
+/// lines split at `\n`, `\r\n` and `\r` (Python's universal newlines); a line starting with a space or tab
+/// continues the previous value (so an indented `[section]` is not a section); `#` and `;` comment only in
+/// the first column; the key ends at the first `=` or `:`; group names normalized as oslo.config does; option
+/// names case-sensitive. Text oslo.config cannot parse (Keystone would not start) is an error naming the line.
+pub fn oslo_assignments(ini: &str) -> Result<Vec<(String, String)>, String> {
+    let text = ini.replace("\r\n", "\n").replace('\r', "\n");
+    let mut out = Vec::new();
+    let mut group: Option<String> = None;
+    let mut pending: Option<(usize, String)> = None;
+    let flush = |pending: &mut Option<(usize, String)>,
+                 group: &Option<String>,
+                 out: &mut Vec<(String, String)>|
+     -> Result<(), String> {
+        if let Some((lineno, key)) = pending.take() {
+            let Some(g) = group else {
+                return Err(format!(
+                    "line {lineno}: option {key:?} is set before any [section]"
+                ));
+            };
+            out.push((g.clone(), key));
+        }
+        Ok(())
+    };
+    for (i, raw) in text.split('\n').enumerate() {
+        let lineno = i + 1;
+        let line = raw.trim_end_matches(py_space);
+        if line.is_empty() {
+            flush(&mut pending, &group, &mut out)?;
             continue;
         }
-        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = s.trim().to_ascii_lowercase();
-            continue;
-        }
-        let Some((key, _)) = line.split_once('=') else {
-            continue;
-        };
-        let key = key.trim().to_ascii_lowercase();
-        for (sec, opt, instead) in OWNED {
-            if *sec == section && opt.is_none_or(|o| o == key) {
-                found.push(format!("[{section}] {key} (set it through {instead})"));
+        if line.starts_with([' ', '\t']) {
+            if pending.is_none() {
+                return Err(format!(
+                    "line {lineno}: a line starting with a space or tab continues the previous option's value, \
+                     and there is none"
+                ));
             }
+            continue;
+        }
+        flush(&mut pending, &group, &mut out)?;
+        if line.starts_with('[') {
+            if !line.ends_with(']') {
+                return Err(format!("line {lineno}: a section header must end with ]"));
+            }
+            if line.chars().count() <= 2 {
+                return Err(format!("line {lineno}: empty section name"));
+            }
+            group = Some(normalize_group(&line[1..line.len() - 1]));
+        } else if line.starts_with(['#', ';']) {
+            continue;
+        } else {
+            let split = match (line.find(':'), line.find('=')) {
+                (None, None) => {
+                    return Err(format!("line {lineno}: no '=' or ':' in {:?}", line));
+                }
+                (Some(c), Some(e)) => c.min(e),
+                (Some(i), None) | (None, Some(i)) => i,
+            };
+            let key = line[..split].trim_matches(py_space);
+            if key.is_empty() {
+                return Err(format!("line {lineno}: empty option name"));
+            }
+            pending = Some((lineno, key.to_owned()));
         }
     }
-    found
+    flush(&mut pending, &group, &mut out)?;
+    Ok(out)
+}
+
+/// The operator-owned options `ini` sets (`[group] option (set it through …)`), or why oslo.config could not
+/// read it.
+pub fn owned_options(ini: &str) -> Result<Vec<String>, String> {
+    let mut found = Vec::new();
+    for (group, key) in oslo_assignments(ini)? {
+        if let Some((_, _, instead)) = OWNED
+            .iter()
+            .find(|(g, o, _)| *g == group && o.is_none_or(|o| o == key))
+        {
+            found.push(format!("[{group}] {key} (set it through {instead})"));
+        }
+    }
+    Ok(found)
 }
 
 /// Validates the KeystoneAPI with its inputs.
@@ -268,13 +356,21 @@ pub fn validate(ks: &KeystoneAPI, inputs: &Inputs) -> Result<Validated, String> 
     if let Some(c) = &spec.custom_service_config {
         refused.extend(
             owned_options(c)
+                .map_err(|e| format!("spec.customServiceConfig is not valid oslo.config INI: {e}"))?
                 .into_iter()
                 .map(|o| format!("spec.customServiceConfig sets {o}")),
         );
     }
     if let Some(c) = &custom_secret_config {
+        // The message names lines, never content: this is a Secret.
+        let owned = owned_options(c.expose()).map_err(|e| {
+            format!(
+                "spec.customServiceConfigSecret is not valid oslo.config INI ({})",
+                e.split(':').next().unwrap_or_default()
+            )
+        })?;
         refused.extend(
-            owned_options(c.expose())
+            owned
                 .into_iter()
                 .map(|o| format!("spec.customServiceConfigSecret sets {o}")),
         );
@@ -435,7 +531,7 @@ mod tests {
     fn operator_owned_options_are_found() {
         let ini = "[DEFAULT]\ndebug = true\n[token]\nexpiration=7200\ncaching = false\n[fernet_tokens]\nmax_active_keys = 9\n\
                    [database]\n# connection = commented\nconnection = sqlite://\n[Credential]\nkey_repository=/x\n";
-        let found = owned_options(ini);
+        let found = owned_options(ini).unwrap_or_default();
         assert_eq!(found.len(), 4, "{found:?}");
         assert!(found[0].contains("[token] expiration") && found[0].contains("spec.token.expiration"));
         assert!(
@@ -445,6 +541,6 @@ mod tests {
         );
         assert!(found.iter().any(|f| f.contains("[database] connection")));
         assert!(found.iter().any(|f| f.contains("[credential] key_repository")));
-        assert!(owned_options("[token]\ncaching = true\n").is_empty());
+        assert_eq!(owned_options("[token]\ncaching = true\n"), Ok(vec![]));
     }
 }
