@@ -1,8 +1,9 @@
 //! The writes, in a fixed order that cannot deadlock with the db controller: config and Services first (the
 //! db controller's Jobs wait for the published config and endpoints), then the Deployment (which waits for the
-//! db controller). Config objects of earlier renders are collected, except the one the Deployment still runs.
+//! db controller). Config objects of earlier renders are collected, except the one the Deployment still runs
+//! and any that a live pod of the instance (an API pod of an older ReplicaSet, a Job's pod) still mounts.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client, ResourceExt};
 
@@ -11,19 +12,42 @@ use keystone_types::{KeystoneAPI, labels};
 
 use crate::Error;
 
-/// Deletes this instance's config ConfigMaps and Secrets other than `keep`. Deleted ones are forgotten by `applied`, so a later render with the same hash is applied again.
+/// Deletes this instance's config ConfigMaps and Secrets other than `keep` and those a live pod of the
+/// instance mounts; true when something was kept only for such a pod (look again soon: the db controller's
+/// Job pods do not wake this controller when they finish). Deleted ones are forgotten by `applied`, so a later render with the same hash is applied again.
 pub async fn collect_old_config(
     client: &Client,
     applied: &operator_common::apply::Applied,
     ks: &KeystoneAPI,
     keep: &[String],
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
     let kube_err = |source| Error::Kube {
         name: name.clone(),
         source,
     };
+    // What live pods mount stays: deleting it would leave a pod that restarts (or a Job pod not yet started)
+    // stuck in ContainerCreating.
+    let mut keep = keep.to_vec();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let instance = format!(
+        "{}={},{}={}",
+        labels::NAME,
+        labels::APP_NAME,
+        labels::INSTANCE,
+        name
+    );
+    for pod in pods
+        .list(&ListParams::default().labels(&instance))
+        .await
+        .map_err(kube_err)?
+    {
+        keep.extend(mounted_config(&pod));
+    }
+    let wanted = keep.len();
+    let keep = keep.as_slice();
+    let mut held = false;
     let selector = format!(
         "{},{}={}",
         labels::managed_selector(&name, Controller::Api),
@@ -32,7 +56,9 @@ pub async fn collect_old_config(
     );
     let lp = ListParams::default().labels(&selector);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let is_held = |n: &str| keep[wanted..].iter().any(|k| k == n) && !keep[..wanted].iter().any(|k| k == n);
     for cm in cms.list_metadata(&lp).await.map_err(kube_err)? {
+        held |= is_held(&cm.name_any());
         if !keep.contains(&cm.name_any()) {
             cms.delete(&cm.name_any(), &DeleteParams::default())
                 .await
@@ -44,6 +70,7 @@ pub async fn collect_old_config(
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     for s in secrets.list_metadata(&lp).await.map_err(kube_err)? {
+        held |= is_held(&s.name_any());
         if !keep.contains(&s.name_any()) {
             secrets
                 .delete(&s.name_any(), &DeleteParams::default())
@@ -54,7 +81,29 @@ pub async fn collect_old_config(
             applied.forget::<Secret>(&ns, &s.name_any());
         }
     }
-    Ok(())
+    Ok(held)
+}
+
+/// The ConfigMaps and Secrets a pod that has not finished mounts as volumes.
+pub fn mounted_config(pod: &Pod) -> Vec<String> {
+    let finished = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    if finished {
+        return Vec::new();
+    }
+    let mut names = Vec::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        names.extend(v.config_map.as_ref().map(|c| c.name.clone()));
+        names.extend(v.secret.as_ref().and_then(|s| s.secret_name.clone()));
+        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            names.extend(source.config_map.as_ref().map(|c| c.name.clone()));
+            names.extend(source.secret.as_ref().map(|s| s.name.clone()));
+        }
+    }
+    names
 }
 
 fn ignore_404(e: kube::Error) -> Result<(), kube::Error> {

@@ -299,10 +299,11 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
         }
         _ => {}
     }
+    let mut held_for_pods = false;
     if let Some(r) = &rendered {
         keep.push(names::config_map_versioned(&name, &r.hash));
         keep.push(names::config_secret_versioned(&name, &r.hash));
-        apply::collect_old_config(&ctx.client, &ctx.applied, ks, &keep).await?;
+        held_for_pods = apply::collect_old_config(&ctx.client, &ctx.applied, ks, &keep).await?;
     }
 
     // 4. Status.
@@ -344,10 +345,13 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
 
     // Pods and the Deployment wake us through watches; waiting on the other controllers too (their status
     // writes are KeystoneAPI changes). The requeue is only a safety net.
-    let wait = if deployment_condition.status {
-        Duration::from_secs(300)
-    } else {
+    let wait = if !deployment_condition.status {
         Duration::from_secs(30)
+    } else if held_for_pods {
+        // Old config kept for a pod that is still running: collect it soon after it finishes.
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(300)
     };
     Ok(Action::requeue(wait))
 }

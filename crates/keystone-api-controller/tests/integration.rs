@@ -903,3 +903,86 @@ async fn a_planted_or_broken_hmac_key_is_reported_never_adopted() {
     assert_eq!(after.data.unwrap()["key"].0, b"short".to_vec());
     env.ns.delete().await;
 }
+
+/// Config objects of an earlier render stay while a live pod of the instance mounts them (here a db-sync Job's
+/// pod that has not started yet, as the db controller creates them): collecting them would leave that pod stuck
+/// in ContainerCreating. Once the pod is gone they are collected.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_a_live_pod_mounts_is_not_collected() {
+    use k8s_openapi::api::core::v1::Pod;
+    let env = Env::new("api-gc").await;
+    env.create(json!({"containerImage": IMAGE_A, "replicas": 1}))
+        .await;
+    env.wait_condition(conditions::CONFIG_READY, "True", None).await;
+    env.play_other_controllers(IMAGE_A).await;
+    env.drive_until_ready(1).await;
+    let api = env
+        .keystones
+        .get("keystone")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .api
+        .unwrap();
+    let (old_cm, old_secret) = (api.config_map.unwrap(), api.config_secret.unwrap());
+
+    // A Job pod (as the db controller's Jobs make them) mounting the current config, not started yet.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns.name);
+    let job_pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "keystone-db-sync-x-0-abcde", "labels": {
+            "app.kubernetes.io/name": "keystone", "app.kubernetes.io/instance": "keystone",
+            "app.kubernetes.io/component": "db-sync"}},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "keystone-manage", "image": IMAGE_A}],
+                 "volumes": [{"name": "config", "configMap": {"name": old_cm}},
+                             {"name": "config-secret", "secret": {"secretName": old_secret}}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &job_pod).await.unwrap();
+
+    // A config change rolls the API pods onto a new config.
+    env.patch_spec(json!({"customServiceConfig": "[DEFAULT]\ndebug = true\n"}))
+        .await;
+    env.play_other_controllers(IMAGE_A).await;
+    let new_cm = wait::until("the new config published", Duration::from_secs(60), || async {
+        let ks = env.keystones.get("keystone").await.map_err(|e| e.to_string())?;
+        match ks.status.and_then(|s| s.api).and_then(|a| a.config_map) {
+            Some(cm) if cm != old_cm => Ok(cm),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    env.drive_until_ready(1).await;
+    env.wait_condition(conditions::DEPLOYMENT_READY, "True", None)
+        .await;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns.name);
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns.name);
+    // Several reconciles later (the Deployment rolled and is Ready), the mounted config is still there.
+    env.patch_spec(json!({"customServiceConfig": "[DEFAULT]\ndebug = true\n", "region": "regionOne"}))
+        .await;
+    env.wait_condition(conditions::DEPLOYMENT_READY, "True", None)
+        .await;
+    assert!(cms.get_opt(&new_cm).await.unwrap().is_some());
+    assert!(
+        cms.get_opt(&old_cm).await.unwrap().is_some(),
+        "{old_cm} was collected while a pod mounts it"
+    );
+    assert!(secrets.get_opt(&old_secret).await.unwrap().is_some());
+
+    // The pod goes: so does the old config.
+    pods.delete("keystone-db-sync-x-0-abcde", &DeleteParams::default())
+        .await
+        .unwrap();
+    // Job pods do not wake the api controller; it looks again within a minute while it holds config back.
+    wait::until("the old config collected", Duration::from_secs(90), || async {
+        match (cms.get_opt(&old_cm).await, secrets.get_opt(&old_secret).await) {
+            (Ok(None), Ok(None)) => Ok(()),
+            other => Err(format!(
+                "{:?}",
+                (other.0.map(|o| o.is_some()), other.1.map(|o| o.is_some()))
+            )),
+        }
+    })
+    .await;
+    env.ns.delete().await;
+}

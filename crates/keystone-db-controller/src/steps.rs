@@ -117,6 +117,17 @@ fn finished(job: &Job, type_: &str) -> Option<Timestamp> {
         })
 }
 
+/// The reason of the Job's `Failed` condition (`DeadlineExceeded`, `BackoffLimitExceeded`, ...).
+fn failure_reason(job: &Job) -> Option<String> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")
+        .and_then(|c| c.reason.clone())
+}
+
 fn attempt_of(job: &Job) -> u32 {
     job.annotations()
         .get(ATTEMPT)
@@ -229,9 +240,15 @@ pub async fn run(
             u64::from(next_attempt) + 1
         )));
     }
+    // Kubernetes' reason for the failure, when it is not just the container's exit (DeadlineExceeded: the Job
+    // ran past its activeDeadlineSeconds).
+    let why = failure_reason(&job)
+        .filter(|r| r != "BackoffLimitExceeded")
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
     let message = format!(
-        "{} Job {name} failed (attempt {}); see `kubectl -n {ns} logs job/{name}`. Next attempt at {next_at}, or \
-         now with `kubectl -n {ns} annotate keystoneapi {} {RETRY_ANNOTATION}=$(date +%s) --overwrite`",
+        "{} Job {name} failed (attempt {}{why}); see `kubectl -n {ns} logs job/{name}`. Next attempt at {next_at}, \
+         or now with `kubectl -n {ns} annotate keystoneapi {} {RETRY_ANNOTATION}=$(date +%s) --overwrite`",
         step.kind,
         next_attempt,
         sc.ks.name_any()

@@ -121,6 +121,11 @@ fn pod_template(
     }
 }
 
+/// How long any Job may run before Kubernetes stops it (reason `DeadlineExceeded`, then reported and retried
+/// like any failure): far above a db-sync across releases on a large database, far below "forever" for a pod
+/// stuck on an unreachable database or a hung migration.
+pub const JOB_DEADLINE_SECONDS: i64 = 3600;
+
 fn job(
     ks: &KeystoneAPI,
     base: &str,
@@ -144,6 +149,7 @@ fn job(
             // so each attempt's logs stay apart and the next attempt's time can be reported
             backoff_limit: Some(0),
             ttl_seconds_after_finished: if ks.spec.preserve_jobs { None } else { Some(3600) },
+            active_deadline_seconds: Some(JOB_DEADLINE_SECONDS),
             template,
             ..Default::default()
         }),
@@ -315,6 +321,7 @@ pub fn trust_flush_cronjob(ks: &KeystoneAPI, config: &PublishedConfig) -> CronJo
                 metadata: None,
                 spec: Some(JobSpec {
                     backoff_limit: Some(1),
+                    active_deadline_seconds: Some(JOB_DEADLINE_SECONDS),
                     template,
                     ..Default::default()
                 }),
@@ -404,6 +411,11 @@ mod tests {
             assert_eq!(ann["k8s.v1.cni.cncf.io/networks"], "storage");
             assert!(j.metadata.name.as_ref().unwrap().ends_with("-01234567-0"));
             assert_eq!(j.spec.as_ref().unwrap().ttl_seconds_after_finished, Some(3600));
+            assert_eq!(
+                j.spec.as_ref().unwrap().active_deadline_seconds,
+                Some(JOB_DEADLINE_SECONDS),
+                "a stuck Job must end"
+            );
         }
         let boot = &jobs[2]
             .spec
