@@ -11,7 +11,9 @@ use serde_json::{Map, json};
 
 use crate::client::KeystoneClient;
 use crate::error::{Error, Result};
-use crate::types::{Domain, Endpoint, Interface, Project, Region, Role, Service, ServicePatch, User};
+use crate::types::{
+    Domain, Endpoint, Interface, OWNER_ATTRIBUTE, Project, Region, Role, Service, ServicePatch, User,
+};
 
 impl KeystoneClient {
     /// `GET /v3/services[?type=]`.
@@ -29,8 +31,12 @@ impl KeystoneClient {
         name: &str,
         description: Option<&str>,
         enabled: bool,
+        owner: Option<&str>,
     ) -> Result<Service> {
         let mut service = Map::new();
+        if let Some(o) = owner {
+            service.insert(OWNER_ATTRIBUTE.into(), o.into());
+        }
         service.insert("type".into(), service_type.into());
         service.insert("name".into(), name.into());
         if let Some(d) = description {
@@ -80,14 +86,18 @@ impl KeystoneClient {
         interface: Interface,
         url: &str,
         region_id: &str,
+        owner: Option<&str>,
     ) -> Result<Endpoint> {
-        let body = json!({ "endpoint": {
-            "service_id": service_id,
-            "interface": interface,
-            "url": url,
-            "region_id": region_id,
-            "enabled": true,
-        }});
+        let mut endpoint = Map::new();
+        endpoint.insert("service_id".into(), service_id.into());
+        endpoint.insert("interface".into(), interface.as_str().into());
+        endpoint.insert("url".into(), url.into());
+        endpoint.insert("region_id".into(), region_id.into());
+        endpoint.insert("enabled".into(), true.into());
+        if let Some(o) = owner {
+            endpoint.insert(OWNER_ATTRIBUTE.into(), o.into());
+        }
+        let body = json!({ "endpoint": endpoint });
         self.call(Method::POST, &["endpoints"], &[], Some(&body), None)
             .await?
             .object("endpoint")
@@ -202,8 +212,12 @@ impl KeystoneClient {
         domain_id: &str,
         password: &str,
         default_project_id: Option<&str>,
+        owner: Option<&str>,
     ) -> Result<User> {
         let mut user = Map::new();
+        if let Some(o) = owner {
+            user.insert(OWNER_ATTRIBUTE.into(), o.into());
+        }
         user.insert("name".into(), name.into());
         user.insert("domain_id".into(), domain_id.into());
         user.insert("password".into(), password.into());

@@ -57,10 +57,11 @@
 //! let config = Config::new("http://keystone-internal.openstack.svc:5000", "admin", "password");
 //! let keystone = KeystoneClient::new(config)?;
 //! keystone.ensure_region("RegionOne").await?;
-//! let service = keystone.create_service("placement", "placement", Some("Placement"), true).await?;
-//! keystone
-//!     .create_endpoint(&service.id, Interface::Internal, "http://placement.openstack.svc:8778", "RegionOne")
-//!     .await?;
+//! // The owner marks what this caller created (see OWNER_ATTRIBUTE).
+//! let owner = Some("KeystoneService openstack/placement");
+//! let service = keystone.create_service("placement", "placement", Some("Placement"), true, owner).await?;
+//! let url = "http://placement.openstack.svc:8778";
+//! keystone.create_endpoint(&service.id, Interface::Internal, url, "RegionOne", owner).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -73,4 +74,6 @@ mod types;
 
 pub use client::{Config, KeystoneClient, MAX_BODY, USER_AGENT};
 pub use error::{Error, Result};
-pub use types::{Domain, Endpoint, Interface, Project, Region, Role, Service, ServicePatch, User};
+pub use types::{
+    Domain, Endpoint, Interface, OWNER_ATTRIBUTE, Project, Region, Role, Service, ServicePatch, User,
+};

@@ -5,6 +5,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The extra attribute that records which operator object created a service, endpoint or user in Keystone
+/// (Keystone keeps unknown attributes of these entities and returns them). What carries it was created by the
+/// operator; what lacks it was found, and is left as it is.
+pub const OWNER_ATTRIBUTE: &str = "keystone_operator_owner";
+
 /// A catalog service (`/v3/services`). `name` and `description` are optional in Keystone.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Service {
@@ -17,6 +22,9 @@ pub struct Service {
     pub description: Option<String>,
     #[serde(default = "enabled_default")]
     pub enabled: bool,
+    /// [`OWNER_ATTRIBUTE`]: the operator object that created it, if any.
+    #[serde(rename = "keystone_operator_owner", default)]
+    pub owner: Option<String>,
 }
 
 /// Fields to change on a service; `None` leaves a field as it is.
@@ -67,6 +75,9 @@ pub struct Endpoint {
     pub service_id: String,
     #[serde(default = "enabled_default")]
     pub enabled: bool,
+    /// [`OWNER_ATTRIBUTE`]: the operator object that created it, if any.
+    #[serde(rename = "keystone_operator_owner", default)]
+    pub owner: Option<String>,
 }
 
 /// A region (`/v3/regions`).
@@ -114,6 +125,9 @@ pub struct User {
     pub enabled: bool,
     #[serde(default)]
     pub password_expires_at: Option<String>,
+    /// [`OWNER_ATTRIBUTE`]: the operator object that created it, if any.
+    #[serde(rename = "keystone_operator_owner", default)]
+    pub owner: Option<String>,
 }
 
 /// A role (`/v3/roles`). `domain_id` is null for the global roles (`admin`, `member`, `reader`, `service`).

@@ -255,7 +255,7 @@ async fn a_token_that_is_not_system_scoped_is_refused() {
 async fn a_403_is_forbidden_without_reauthentication() {
     let fake = Fake::with_tokens(|_| Reply::fixture(403, "error_403.json")).await;
     let err = client(&fake)
-        .create_service("placement", "placement", None, true)
+        .create_service("placement", "placement", None, true, None)
         .await
         .unwrap_err();
     assert_eq!((err.category(), err.status()), ("Forbidden", Some(403)));
@@ -395,7 +395,7 @@ async fn errors_carry_keystones_message_and_never_a_secret() {
     let keystone = client(&fake);
 
     let err = keystone
-        .create_user("placement", "default", SERVICE_PASSWORD, None)
+        .create_user("placement", "default", SERVICE_PASSWORD, None, None)
         .await
         .unwrap_err();
     assert_eq!(err.category(), "Api");
@@ -443,7 +443,13 @@ async fn services_are_created_and_patched() {
     let keystone = client(&fake);
 
     let service = keystone
-        .create_service("placement", "placement", Some("Placement Service"), true)
+        .create_service(
+            "placement",
+            "placement",
+            Some("Placement Service"),
+            true,
+            Some("KeystoneService openstack/placement"),
+        )
         .await
         .unwrap();
     assert_eq!(service.id, PLACEMENT_ID);
@@ -453,7 +459,7 @@ async fn services_are_created_and_patched() {
     };
     keystone.update_service(PLACEMENT_ID, &patch).await.unwrap();
     keystone
-        .create_service("placement", "placement", None, false)
+        .create_service("placement", "placement", None, false, None)
         .await
         .unwrap();
 
@@ -461,7 +467,8 @@ async fn services_are_created_and_patched() {
     assert!(calls[0].is("POST", "/v3/services"));
     assert_eq!(
         calls[0].json(),
-        json!({"service": {"type": "placement", "name": "placement", "description": "Placement Service", "enabled": true}})
+        json!({"service": {"type": "placement", "name": "placement", "description": "Placement Service", "enabled": true,
+                           "keystone_operator_owner": "KeystoneService openstack/placement"}})
     );
     assert!(calls[1].is("PATCH", &format!("/v3/services/{PLACEMENT_ID}")));
     assert_eq!(calls[1].json(), json!({"service": {"description": "Placement"}}));
@@ -504,6 +511,7 @@ async fn endpoints_are_listed_created_and_updated() {
             Interface::Public,
             "https://placement.example.com",
             "RegionOne",
+            None,
         )
         .await
         .unwrap();
@@ -569,6 +577,7 @@ async fn domains_users_and_roles() {
             "default",
             SERVICE_PASSWORD,
             Some("e5f9a1b3c5d74e9f8a0b2c4d6e8f0a1b"),
+            Some("KeystoneService openstack/placement"),
         )
         .await
         .unwrap();
@@ -591,7 +600,8 @@ async fn domains_users_and_roles() {
     assert_eq!(
         by("POST", "/v3/users").json(),
         json!({"user": {"name": "placement", "domain_id": "default", "password": SERVICE_PASSWORD,
-            "enabled": true, "default_project_id": "e5f9a1b3c5d74e9f8a0b2c4d6e8f0a1b"}})
+            "enabled": true, "default_project_id": "e5f9a1b3c5d74e9f8a0b2c4d6e8f0a1b",
+            "keystone_operator_owner": "KeystoneService openstack/placement"}})
     );
     assert_eq!(
         by("PATCH", "/v3/users/f0e1d2c3b4a54968a7b6c5d4e3f2a1b0").json(),

@@ -62,6 +62,15 @@ pub mod conditions {
         pub const WAITING: &str = "Waiting";
         /// The spec cannot be acted on; the message names the field.
         pub const INVALID_SPEC: &str = "InvalidSpec";
+        /// The Keystone user `serviceUser` names exists and was not created by this object (the KeystoneAPI's
+        /// admin, another KeystoneService's user, one made by hand): it is left alone.
+        pub const USER_CONFLICT: &str = "UserConflict";
+        /// An endpoint on a listed interface exists that this object did not create (such as the identity
+        /// endpoints bootstrap registers): it is left alone.
+        pub const ENDPOINT_CONFLICT: &str = "EndpointConflict";
+        /// Being deleted, and the KeystoneAPI exists but cannot be used yet: waiting (until the cleanup
+        /// deadline) to remove what this object created.
+        pub const DELETION_WAITING: &str = "WaitingToDelete";
     }
 }
 

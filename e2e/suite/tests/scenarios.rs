@@ -1310,6 +1310,8 @@ async fn catalog_resources(env: &mut Env, admin_password: &str) -> String {
         .await;
     assert!(user.is_err(), "the service user is still there: {user:?}");
 
+    let hostile = hostile_tenant(env, &internal, admin_password, &services, &endpoints).await;
+
     // The KeystoneAPI goes first (as in a namespace deletion): catalog objects then delete at once.
     let svc: KeystoneService = serde_json::from_value(json!({
         "metadata": {"name": "nova"},
@@ -1384,9 +1386,219 @@ async fn catalog_resources(env: &mut Env, admin_password: &str) -> String {
     drop(proxy);
     format!(
         "service + endpoints Ready {registered_in:?} after creation; URL change and password change applied \
-         (1 password update); deletion removed service, endpoints and user; without a KeystoneAPI deleted in \
-         {deleted_in:?}"
+         (1 password update); deletion removed service, endpoints and user; {hostile}; without a KeystoneAPI \
+         deleted in {deleted_in:?}"
     )
+}
+
+/// The reason of a catalog object's condition `type_` for its current generation, once it is `status`.
+async fn catalog_reason<K>(api: &Api<K>, name: &str, type_: &str, status: &str) -> (String, String)
+where
+    K: kube::Resource
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + k8s_openapi::serde::Serialize,
+{
+    test_support::wait::until(
+        &format!("{name} {type_}={status}"),
+        Duration::from_secs(90),
+        || async {
+            let o = serde_json::to_value(api.get(name).await.map_err(|e| e.to_string())?).unwrap();
+            let generation = o["metadata"]["generation"].as_i64();
+            o["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| {
+                    c["type"] == type_
+                        && c["status"] == status
+                        && c["observedGeneration"].as_i64() == generation
+                })
+                .map(|c| {
+                    (
+                        c["reason"].as_str().unwrap_or_default().to_owned(),
+                        c["message"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .ok_or_else(|| format!("{}", o["status"]))
+        },
+    )
+    .await
+}
+
+/// Issue 19: a tenant who may create catalog objects gets nothing beyond them. KeystoneServices naming the
+/// KeystoneAPI's admin user and another KeystoneService's user, with passwords the tenant chose, are refused
+/// (`UserConflict`): both existing passwords keep working and the tenant's do not authenticate. A KeystoneService
+/// and a KeystoneEndpoint aimed at the identity service bootstrap registered change neither its enabled flag
+/// nor its endpoints (`EndpointConflict`). Deleting them all changes nothing in Keystone.
+async fn hostile_tenant(
+    env: &Env,
+    internal: &str,
+    admin_password: &str,
+    services: &Api<KeystoneService>,
+    endpoints: &Api<KeystoneEndpoint>,
+) -> String {
+    const TENANT_PW: &str = "chosen-by-the-tenant";
+    const GLANCE_PW: &str = "glance-real-password";
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
+    let _ = secrets.delete("tenant-passwords", &DeleteParams::default()).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "tenant-passwords"},
+        "stringData": {"Tenant": TENANT_PW, "Glance": GLANCE_PW}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    let create_svc =
+        |name: &str, type_: &str, service: &str, user: &str, key: &str, extra: serde_json::Value| {
+            let mut spec = json!({"serviceType": type_, "serviceName": service, "serviceUser": user,
+                              "secret": "tenant-passwords", "passwordSelector": key});
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value::<KeystoneService>(json!({"metadata": {"name": name}, "spec": spec}))
+                .unwrap()
+        };
+    // A legitimate service with its own user.
+    services
+        .create(
+            &PostParams::default(),
+            &create_svc("glance", "image", "glance", "glance", "Glance", json!({})),
+        )
+        .await
+        .unwrap();
+    service_ready(services, "glance").await;
+    let identity_before = catalog(env, internal, admin_password).await["keystone"].clone();
+
+    for (name, obj) in [
+        (
+            "hijack-admin",
+            create_svc(
+                "hijack-admin",
+                "hijack",
+                "hijack-admin",
+                "admin",
+                "Tenant",
+                json!({}),
+            ),
+        ),
+        (
+            "hijack-glance",
+            create_svc(
+                "hijack-glance",
+                "hijack",
+                "hijack-glance",
+                "glance",
+                "Tenant",
+                json!({}),
+            ),
+        ),
+        // Bootstrap's identity service, asked to be disabled and described anew, with a fresh user.
+        (
+            "hijack-identity",
+            create_svc(
+                "hijack-identity",
+                "identity",
+                "keystone",
+                "tenant-user",
+                "Tenant",
+                json!({"enabled": false, "serviceDescription": "hijacked"}),
+            ),
+        ),
+    ] {
+        services
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let ep: KeystoneEndpoint = serde_json::from_value(json!({
+        "metadata": {"name": "hijack-identity"},
+        "spec": {"serviceName": "keystone", "endpoints": {"public": "http://attacker.example:5000"}}
+    }))
+    .unwrap();
+    endpoints.create(&PostParams::default(), &ep).await.unwrap();
+
+    for name in ["hijack-admin", "hijack-glance"] {
+        let (reason, message) = catalog_reason(services, name, "UserReady", "False").await;
+        assert_eq!(reason, "UserConflict", "{name}: {message}");
+    }
+    let (reason, message) = catalog_reason(endpoints, "hijack-identity", "EndpointsReady", "False").await;
+    assert_eq!(reason, "EndpointConflict", "{message}");
+    // The admin and glance keep their passwords; the tenant's authenticates as neither.
+    env.openstack(internal, admin_password, &["token", "issue"])
+        .await
+        .expect("the admin password still works");
+    assert!(
+        env.openstack(internal, TENANT_PW, &["token", "issue"])
+            .await
+            .is_err(),
+        "the tenant became admin"
+    );
+    authenticates(env, internal, "glance", GLANCE_PW)
+        .await
+        .expect("glance's password still works");
+    assert!(
+        authenticates(env, internal, "glance", TENANT_PW).await.is_err(),
+        "the tenant took glance over"
+    );
+    let identity = env
+        .openstack(internal, admin_password, &["service", "show", "keystone"])
+        .await
+        .unwrap();
+    assert_eq!(
+        identity["enabled"], true,
+        "the identity service was disabled: {identity}"
+    );
+    assert_ne!(identity["description"], "hijacked", "{identity}");
+    assert_eq!(
+        catalog(env, internal, admin_password).await["keystone"],
+        identity_before
+    );
+
+    // Deleting them changes nothing the tenant did not create.
+    for name in ["hijack-admin", "hijack-glance", "hijack-identity", "glance"] {
+        services.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    endpoints
+        .delete("hijack-identity", &DeleteParams::default())
+        .await
+        .unwrap();
+    test_support::wait::until("hostile objects deleted", Duration::from_secs(60), || async {
+        let left = services
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len()
+            + endpoints
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .len();
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left} left"))
+        }
+    })
+    .await;
+    env.openstack(internal, admin_password, &["token", "issue"])
+        .await
+        .expect("admin after deletion");
+    let identity = env
+        .openstack(internal, admin_password, &["service", "show", "keystone"])
+        .await
+        .unwrap();
+    assert_eq!(identity["enabled"], true);
+    assert_eq!(
+        catalog(env, internal, admin_password).await["keystone"],
+        identity_before
+    );
+    "a tenant's KeystoneServices naming the admin and glance users were refused (UserConflict) and both \
+     passwords kept working, the identity service and endpoints stayed as bootstrap made them \
+     (EndpointConflict), deleting the hostile objects changed nothing"
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]

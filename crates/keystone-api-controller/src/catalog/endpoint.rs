@@ -201,7 +201,15 @@ async fn sync_endpoints(
     region: &str,
     status: &KeystoneEndpointStatus,
 ) -> Result<(Vec<RegisteredEndpoint>, Desired), SyncError> {
-    let ours: BTreeSet<String> = status.endpoints.iter().flatten().map(|e| e.id.clone()).collect();
+    let tracked: BTreeSet<String> = status.endpoints.iter().flatten().map(|e| e.id.clone()).collect();
+    let mark = super::owner_of(ep);
+    // Ours: created by this object (our owner mark; or, before the mark, recorded in our status). Found
+    // endpoints (bootstrap's identity endpoints, another tool's) are never updated or deleted.
+    let ours = |e: &keystone_client::Endpoint| match e.owner.as_deref() {
+        Some(o) => o == mark,
+        None => tracked.contains(&e.id),
+    };
+    let mut conflicts = Vec::new();
     let same_place =
         status.service_id.as_deref() == Some(service_id) && status.region.as_deref() == Some(region);
     let mut registered = Vec::new();
@@ -232,7 +240,7 @@ async fn sync_endpoints(
         match (want, existing.as_slice()) {
             (None, existing) => {
                 // Not (or no longer) in the spec: remove the ones this object registered.
-                for e in existing.iter().filter(|e| ours.contains(&e.id)) {
+                for e in existing.iter().filter(|e| ours(e)) {
                     if let Err(err) = keystone.delete_endpoint(&e.id).await {
                         return fail(
                             format!("deleting {interface} endpoint {}", e.id),
@@ -246,7 +254,10 @@ async fn sync_endpoints(
                         .inc();
                 }
             }
-            (Some(url), []) => match keystone.create_endpoint(service_id, interface, url, region).await {
+            (Some(url), []) => match keystone
+                .create_endpoint(service_id, interface, url, region, Some(&mark))
+                .await
+            {
                 Ok(created) => {
                     ctx.metrics
                         .changes
@@ -260,6 +271,9 @@ async fn sync_endpoints(
                 }
                 Err(e) => return fail(format!("creating the {interface} endpoint"), e, &registered),
             },
+            (Some(_), [one]) if !ours(one) => {
+                conflicts.push(format!("{interface}: {} ({})", one.id, one.url));
+            }
             (Some(url), [one]) => {
                 let mut url_now = one.url.clone();
                 if one.url != *url {
@@ -288,7 +302,7 @@ async fn sync_endpoints(
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));
-                for e in several.iter().filter(|e| ours.contains(&e.id)) {
+                for e in several.iter().filter(|e| ours(e)) {
                     registered.push(RegisteredEndpoint {
                         interface: interface.as_str().to_owned(),
                         url: e.url.clone(),
@@ -299,7 +313,18 @@ async fn sync_endpoints(
         }
     }
     registered.sort();
-    let condition = if duplicates.is_empty() {
+    let condition = if !conflicts.is_empty() {
+        Desired::not_ok(
+            ENDPOINTS_READY,
+            reasons::ENDPOINT_CONFLICT,
+            format!(
+                "Keystone already has endpoints of service {service_id} in region {region} that this \
+                 KeystoneEndpoint did not create ({}); they are left as they are: remove them in Keystone or \
+                 drop those interfaces from spec.endpoints",
+                conflicts.join("; ")
+            ),
+        )
+    } else if duplicates.is_empty() {
         Desired::ok(
             ENDPOINTS_READY,
             reasons::SUCCEEDED,
@@ -384,6 +409,38 @@ async fn cleanup(ep: &KeystoneEndpoint, ctx: &Catalog) -> Result<Action, Error> 
     {
         Ok(t) => t,
         Err(NoTarget { condition, .. }) => {
+            let created = status.endpoints.as_ref().is_some_and(|e| !e.is_empty());
+            let still_there = super::keystone_api_still_there(&condition);
+            if created && still_there && !past_deadline(ep) {
+                // The KeystoneAPI exists but cannot be used yet: wait to remove this object's endpoints.
+                let waiting = Desired::not_ok(
+                    KEYSTONE_API_READY,
+                    reasons::DELETION_WAITING,
+                    format!(
+                        "being deleted: waiting for the KeystoneAPI to remove the endpoints this object created \
+                         ({}); giving up {}s after the deletion started",
+                        condition.message,
+                        CLEANUP_DEADLINE.as_secs()
+                    ),
+                );
+                write_status(ep, ctx, status.clone(), [Some(waiting), None, None]).await?;
+                return Ok(Action::requeue(Duration::from_secs(15)));
+            }
+            if created && still_there {
+                super::publish(
+                    ctx,
+                    ep,
+                    EventType::Warning,
+                    "CleanupAbandoned",
+                    format!(
+                        "the KeystoneAPI stayed unusable for {}s since deletion started ({}); the finalizer is \
+                         removed and the endpoints this object created remain in Keystone",
+                        CLEANUP_DEADLINE.as_secs(),
+                        condition.message
+                    ),
+                )
+                .await;
+            }
             tracing::info!(reason = %condition.reason, "{}; leaving Keystone as it is", condition.message);
             return Ok(Action::await_change());
         }

@@ -240,6 +240,33 @@ pub(crate) fn next_conditions(
 }
 
 /// The backoff key of an object.
+/// What a catalog object writes into [`keystone_client::OWNER_ATTRIBUTE`] of the Keystone objects it creates
+/// (`KeystoneService <namespace>/<name>`): it survives controller restarts and a lost status, and marks what
+/// the object may change and delete. Keystone objects without it (or with another owner) were found, and are
+/// left alone.
+pub(crate) fn owner_of<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{} {}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Whether a KeystoneAPI that cannot be used (the reason of its `KeystoneAPIReady` condition) still exists and
+/// may become usable: not Ready yet, or its admin credentials missing. Gone or being deleted is final.
+pub(crate) fn keystone_api_still_there(condition: &Desired) -> bool {
+    use keystone_types::catalog::conditions::reasons;
+    condition.reason == reasons::WAITING_FOR_KEYSTONE_API
+        || condition.reason == reasons::ADMIN_CREDENTIALS_UNAVAILABLE
+}
+
+/// Whether a Keystone object is this catalog object's: it carries our owner mark, or (created by a version
+/// before the mark) the status recorded creating exactly it.
+pub(crate) fn is_ours(owner: Option<&str>, mark: &str, id: &str, created_id: Option<&str>) -> bool {
+    owner == Some(mark) || (owner.is_none() && created_id == Some(id))
+}
+
 pub(crate) fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     ObjectRef::from_obj(obj).to_string()
 }
@@ -274,6 +301,37 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_what_carries_our_mark_or_our_recorded_creation_is_ours() {
+        let mark = "KeystoneService openstack/placement";
+        // Marked by us.
+        assert!(is_ours(Some(mark), mark, "u1", None));
+        // Marked by someone else (another KeystoneService), even if our status names the id.
+        assert!(!is_ours(
+            Some("KeystoneService openstack/nova"),
+            mark,
+            "u1",
+            Some("u1")
+        ));
+        // No mark: found (the admin user, bootstrap's identity service, one made by hand)...
+        assert!(!is_ours(None, mark, "u1", None));
+        assert!(!is_ours(None, mark, "u1", Some("u2")));
+        // ...unless an earlier version of the operator recorded creating exactly it.
+        assert!(is_ours(None, mark, "u1", Some("u1")));
+    }
+
+    #[test]
+    fn deletion_waits_only_for_a_keystone_api_that_still_exists() {
+        use keystone_types::catalog::conditions::{KEYSTONE_API_READY, reasons};
+        let c = |reason: &str| Desired::not_ok(KEYSTONE_API_READY, reason.to_owned(), "m");
+        assert!(keystone_api_still_there(&c(reasons::WAITING_FOR_KEYSTONE_API)));
+        assert!(keystone_api_still_there(&c(
+            reasons::ADMIN_CREDENTIALS_UNAVAILABLE
+        )));
+        assert!(!keystone_api_still_there(&c(reasons::KEYSTONE_API_NOT_FOUND)));
+        assert!(!keystone_api_still_there(&c(reasons::KEYSTONE_API_AMBIGUOUS)));
+    }
 
     #[test]
     fn backoff_doubles_to_a_ceiling_and_resets() {

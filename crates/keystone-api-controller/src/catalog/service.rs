@@ -146,13 +146,31 @@ async fn register(svc: &KeystoneService, ctx: &Catalog, target: &Target, report:
             return Ok(());
         }
     }
+    let mark = super::owner_of(svc);
+    let created_before = match report.status.service_adopted {
+        Some(false) => known.as_deref(),
+        _ => None,
+    };
     let service = match matching.pop() {
         Some(existing) => {
-            if known.as_deref() != Some(existing.id.as_str()) {
-                // Not the one we created (it existed before us, or ours was replaced in Keystone by someone
-                // else): adopted, so never deleted with this object.
+            if !super::is_ours(existing.owner.as_deref(), &mark, &existing.id, created_before) {
+                // Found, not created by this object (bootstrap's identity service, another tool's, one made by
+                // hand): used for its endpoints, never changed or deleted.
                 report.status.service_adopted = Some(true);
+                report.status.service_id = Some(existing.id.clone());
+                report.registered = Some(Desired::ok(
+                    SERVICE_REGISTERED,
+                    reasons::SUCCEEDED,
+                    format!(
+                        "service {} ({}) exists in Keystone with ID {}, not created by this KeystoneService: \
+                         used as found (its description and enabled flag are left as they are, and it stays \
+                         when this object is deleted)",
+                        spec.service_name, spec.service_type, existing.id
+                    ),
+                ));
+                return Ok(());
             }
+            report.status.service_adopted = Some(false);
             existing
         }
         None => {
@@ -162,6 +180,7 @@ async fn register(svc: &KeystoneService, ctx: &Catalog, target: &Target, report:
                     &spec.service_name,
                     spec.service_description.as_deref(),
                     spec.enabled,
+                    Some(&mark),
                 )
                 .await
             {
@@ -305,18 +324,42 @@ async fn ensure_user(
         },
         Err(e) => return fail(report, "finding the service project", e),
     };
-    let known = report.status.user_id.clone();
+    let mark = super::owner_of(svc);
+    let created_before = match report.status.user_adopted {
+        Some(false) => report.status.user_id.clone(),
+        _ => None,
+    };
     let user = match keystone.find_user(&spec.service_user, &domain.id).await {
         Ok(Some(u)) => {
-            if known.as_deref() != Some(u.id.as_str()) {
-                report.status.user_adopted = Some(true);
-                // An adopted user's password is unknown: check it below.
+            if !super::is_ours(u.owner.as_deref(), &mark, &u.id, created_before.as_deref()) {
+                // The KeystoneAPI's admin, another KeystoneService's user, one made by hand: whoever may
+                // create this object must not get to set its password, roles or enabled flag.
+                report.status.user_id = None;
+                report.status.user_adopted = None;
                 report.status.password_secret_version = None;
+                report.user = Some(Desired::not_ok(
+                    USER_READY,
+                    reasons::USER_CONFLICT,
+                    format!(
+                        "Keystone user {} (ID {}) already exists and was not created by this KeystoneService \
+                         (it may be the KeystoneAPI's admin user, another KeystoneService's user or one made by \
+                         hand); its password, roles and enabled flag are left alone: choose another serviceUser",
+                        spec.service_user, u.id
+                    ),
+                ));
+                return Ok(());
             }
+            report.status.user_adopted = Some(false);
             u
         }
         Ok(None) => match keystone
-            .create_user(&spec.service_user, &domain.id, &password, Some(&project.id))
+            .create_user(
+                &spec.service_user,
+                &domain.id,
+                &password,
+                Some(&project.id),
+                Some(&mark),
+            )
             .await
         {
             Ok(u) => {
@@ -395,8 +438,8 @@ async fn ensure_user(
             Err(e) => return fail(report, &format!("checking role {role_name}"), e),
         }
     }
-    if !spec.grant_admin_role && report.status.user_adopted == Some(false) {
-        // grantAdminRole was turned off: take back what we gave (never from an adopted user).
+    if !spec.grant_admin_role {
+        // grantAdminRole was turned off: take back what we gave (the user is ours: created by this object).
         match keystone.find_role(ADMIN_ROLE).await {
             Ok(Some(admin)) => match keystone.has_project_role(&project.id, &user.id, &admin.id).await {
                 Ok(true) => {
@@ -491,6 +534,50 @@ async fn cleanup(svc: &KeystoneService, ctx: &Catalog) -> Result<Action, Error> 
     {
         Ok(t) => t,
         Err(NoTarget { condition, .. }) => {
+            let created = matches!(
+                (
+                    &status.user_id,
+                    status.user_adopted,
+                    &status.service_id,
+                    status.service_adopted
+                ),
+                (Some(_), Some(false), _, _) | (_, _, Some(_), Some(false))
+            );
+            if created && super::keystone_api_still_there(&condition) && !past_deadline(svc) {
+                // The KeystoneAPI exists but cannot be used yet (not Ready, credentials missing): leaving now
+                // would leave this object's user and service in Keystone for good.
+                let mut report = Report {
+                    status: status.clone(),
+                    ..Default::default()
+                };
+                report.keystone_api = Some(Desired::not_ok(
+                    KEYSTONE_API_READY,
+                    reasons::DELETION_WAITING,
+                    format!(
+                        "being deleted: waiting for the KeystoneAPI to remove the user and service this object \
+                         created ({}); giving up {}s after the deletion started",
+                        condition.message,
+                        CLEANUP_DEADLINE.as_secs()
+                    ),
+                ));
+                write_status(svc, ctx, report).await?;
+                return Ok(Action::requeue(Duration::from_secs(15)));
+            }
+            if created && super::keystone_api_still_there(&condition) {
+                crate::catalog::publish(
+                    ctx,
+                    svc,
+                    EventType::Warning,
+                    "CleanupAbandoned",
+                    format!(
+                        "the KeystoneAPI stayed unusable for {}s since deletion started ({}); the finalizer is \
+                         removed and the user and service this object created remain in Keystone",
+                        CLEANUP_DEADLINE.as_secs(),
+                        condition.message
+                    ),
+                )
+                .await;
+            }
             tracing::info!(reason = %condition.reason, "{}; leaving Keystone as it is", condition.message);
             return Ok(Action::await_change());
         }
