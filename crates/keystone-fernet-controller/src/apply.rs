@@ -19,7 +19,7 @@ use keystone_types::{KeystoneAPI, names};
 use operator_common::conditions::Desired;
 
 use crate::build::secrets::{
-    self, CredentialRecord, HANDLED_REGENERATE_ACK, HANDLED_ROTATE_REQUEST, LAST_ROTATION,
+    self, ADOPT_FERNET_KEYS, CredentialRecord, HANDLED_REGENERATE_ACK, HANDLED_ROTATE_REQUEST, LAST_ROTATION,
     REGENERATE_CREDENTIAL_KEYS, ROTATE_REQUEST, ROTATION_COUNT, RotationRecord,
 };
 use crate::keys::{KeyError, KeySet};
@@ -197,6 +197,27 @@ pub async fn fernet_keys(
         return Ok(Step::Done(ready(&set, now, 0, policy)));
     };
 
+    // A Secret of our name that this operator did not create for this KeystoneAPI (planted, left from another
+    // tool or an earlier KeystoneAPI of the same name) is not used, rotated or replaced unless asked to.
+    let ours = ks.metadata.uid.as_deref().is_some_and(|uid| {
+        secret
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && o.uid == uid)
+    });
+    let adopt = !ours && annotation(ks, ADOPT_FERNET_KEYS) == Some("true");
+    if !ours && !adopt {
+        return Ok(Step::Done(FernetOutcome::broken(Desired::not_ok(
+            FERNET_KEYS_READY,
+            reasons::KEYS_NOT_OURS,
+            format!(
+                "Secret {secret_name} exists but was not created by the operator for this KeystoneAPI; it is left \
+                 untouched. To use its keys, annotate the KeystoneAPI {ADOPT_FERNET_KEYS}=true; to start with \
+                 new keys (every existing token becomes invalid), delete the Secret"
+            ),
+        ))));
+    }
+
     let set = match KeySet::from_data(secret_data(&secret)) {
         Ok(set) => set,
         Err(errors) => {
@@ -240,6 +261,32 @@ pub async fn fernet_keys(
         last_rotation: last,
         handled_request: annotation(&secret, HANDLED_ROTATE_REQUEST).map(str::to_owned),
     };
+    if adopt {
+        // The same keys, now the KeystoneAPI's: owner reference and labels, written with the resourceVersion read.
+        let record = RotationRecord {
+            last_rotation: rfc3339(last),
+            count,
+            handled_request: state.handled_request.clone(),
+        };
+        let adopted = secrets::as_replacement(secrets::fernet_keys_secret(ks, &set, &record), &secret);
+        match api.replace(&secret_name, &PostParams::default(), &adopted).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Step::Retry),
+            Err(e) => return Err(kube_err(e)),
+        }
+        publish(
+            ctx,
+            ks,
+            EventType::Normal,
+            "FernetKeysAdopted",
+            format!(
+                "Secret {secret_name} was adopted as requested ({ADOPT_FERNET_KEYS}): its {} keys are kept",
+                set.len()
+            ),
+        )
+        .await;
+        return Ok(Step::Retry);
+    }
 
     match schedule::decide(now, &state, policy, request) {
         Decision::WaitUntil(at) => {

@@ -592,3 +592,59 @@ async fn a_crash_right_after_a_rotation_and_two_racing_controllers_never_double_
     assert_eq!(rotation_count(&env.fernet_secret("keystone").await), 2);
     env.ns.delete().await;
 }
+
+/// A `<name>-fernet-keys` Secret the operator did not create (here planted with keys the planter knows) is
+/// neither used nor touched until the KeystoneAPI asks for it to be adopted; adopted, its keys are kept and it
+/// becomes the KeystoneAPI's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fernet_key_secret_the_operator_did_not_create_is_used_only_on_request() {
+    use base64::Engine as _;
+    let env = Env::new("fernet-planted", "5m").await;
+    let key = |b: u8| base64::engine::general_purpose::URL_SAFE.encode([b; 32]);
+    let planted: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "keystone-fernet-keys"},
+        "stringData": {"0": key(1), "1": key(2), "2": key(3)}
+    }))
+    .unwrap();
+    env.secrets
+        .create(&PostParams::default(), &planted)
+        .await
+        .unwrap();
+    let _proc = env.start_controller().await;
+    env.create("keystone", json!({})).await;
+    let ks = env
+        .wait_condition("keystone", FERNET_KEYS_READY, "False", Some("KeysNotOurs"))
+        .await;
+    let message = ks
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == FERNET_KEYS_READY)
+        .unwrap()
+        .message;
+    assert!(message.contains("adopt-fernet-keys=true"), "{message}");
+    let untouched = env.fernet_secret("keystone").await;
+    assert!(untouched.metadata.owner_references.is_none());
+    assert_eq!(
+        keys(&untouched).values().cloned().collect::<Vec<_>>(),
+        [key(1), key(2), key(3)]
+    );
+
+    env.annotate("keystone", "keystone.openstack.org/adopt-fernet-keys", "true")
+        .await;
+    env.wait_condition("keystone", FERNET_KEYS_READY, "True", Some("KeysReady"))
+        .await;
+    let adopted = env.fernet_secret("keystone").await;
+    assert_eq!(
+        keys(&adopted).values().cloned().collect::<Vec<_>>(),
+        [key(1), key(2), key(3)],
+        "adoption changed the keys"
+    );
+    assert_eq!(
+        adopted.metadata.owner_references.unwrap()[0].controller,
+        Some(true)
+    );
+    env.ns.delete().await;
+}

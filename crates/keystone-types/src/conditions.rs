@@ -208,6 +208,8 @@ pub mod reasons {
     pub const KEYS_CORRUPTED: &str = "KeysCorrupted";
     /// Credential keys were deleted or corrupted; regeneration needs an explicit acknowledgement.
     pub const KEYS_LOST: &str = "KeysLost";
+    /// The key Secret exists but the operator did not create it for this KeystoneAPI; used only on request.
+    pub const KEYS_NOT_OURS: &str = "KeysNotOurs";
     /// Generating key material failed; nothing was written.
     pub const KEY_GENERATION_FAILED: &str = "KeyGenerationFailed";
     /// The rotation settings are used as written.

@@ -263,6 +263,39 @@ async fn helm_install_then_each_controller_reconciles_with_only_its_service_acco
             )
             .await,
     );
+    // RoleBindings: the api controller may bind only the OpenShift SCC ClusterRole (bind with resourceNames);
+    // binding any role it does not itself hold is refused by the API server's escalation check.
+    for role in ["cluster-admin", "admin", "edit", "view"] {
+        let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("escalate-{role}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]
+        }))
+        .unwrap();
+        forbidden(
+            &format!("api binds ClusterRole {role}"),
+            Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(api_client.clone(), ns)
+                .create(&PostParams::default(), &binding)
+                .await,
+        );
+    }
+    let scc_binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "scc-probe"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "system:openshift:scc:nonroot-v2"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(api_client.clone(), ns)
+        .create(
+            &kube::api::PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &scc_binding,
+        )
+        .await
+        .expect("the api controller may bind the SCC role it needs");
     forbidden(
         "api reads the fernet controller's lease",
         Api::<Lease>::namespaced(api_client.clone(), &release.name)

@@ -26,6 +26,9 @@ pub const HANDLED_REGENERATE_ACK: &str = "keystone.openstack.org/handled-regener
 
 /// Annotation on the KeystoneAPI requesting one fernet rotation (any new value).
 pub const ROTATE_REQUEST: &str = "keystone.openstack.org/rotate-fernet-keys";
+/// Annotation on the KeystoneAPI allowing the operator to take over a `<name>-fernet-keys` Secret it did not
+/// create (`"true"`): its keys are kept and the Secret becomes the KeystoneAPI's (owner reference, labels).
+pub const ADOPT_FERNET_KEYS: &str = "keystone.openstack.org/adopt-fernet-keys";
 /// Annotation on the KeystoneAPI acknowledging that lost credential keys may be regenerated (any new value);
 /// credentials stored in Keystone with the old keys are lost for good.
 pub const REGENERATE_CREDENTIAL_KEYS: &str = "keystone.openstack.org/regenerate-credential-keys";
