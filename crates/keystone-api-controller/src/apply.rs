@@ -30,6 +30,7 @@ pub async fn collect_old_config(
     // What live pods mount stays: deleting it would leave a pod that restarts (or a Job pod not yet started)
     // stuck in ContainerCreating.
     let mut keep = keep.to_vec();
+    let wanted = keep.len();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let instance = format!(
         "{}={},{}={}",
@@ -45,7 +46,6 @@ pub async fn collect_old_config(
     {
         keep.extend(mounted_config(&pod));
     }
-    let wanted = keep.len();
     let keep = keep.as_slice();
     let mut held = false;
     let selector = format!(
@@ -84,14 +84,15 @@ pub async fn collect_old_config(
     Ok(held)
 }
 
-/// The ConfigMaps and Secrets a pod that has not finished mounts as volumes.
+/// The ConfigMaps and Secrets a pod that has not finished mounts as volumes. A pod being deleted does not
+/// count: it starts no container any more, and what its running containers mounted stays in place.
 pub fn mounted_config(pod: &Pod) -> Vec<String> {
     let finished = pod
         .status
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .is_some_and(|p| p == "Succeeded" || p == "Failed");
-    if finished {
+    if finished || pod.metadata.deletion_timestamp.is_some() {
         return Vec::new();
     }
     let mut names = Vec::new();

@@ -975,6 +975,8 @@ async fn config_a_live_pod_mounts_is_not_collected() {
         .unwrap();
     // Job pods do not wake the api controller; it looks again within a minute while it holds config back.
     wait::until("the old config collected", Duration::from_secs(90), || async {
+        // Playing the kubelet: the old ReplicaSet's pods finish terminating.
+        env.driver.reap_terminating().await.map_err(|e| e.to_string())?;
         match (cms.get_opt(&old_cm).await, secrets.get_opt(&old_secret).await) {
             (Ok(None), Ok(None)) => Ok(()),
             other => Err(format!(

@@ -156,8 +156,12 @@ pub fn key_step(
             Some(_) => KeyStep::Rotate,
             None => KeyStep::Wait(None),
         },
+        // The migration that allows dropping the old key started after the floor — and not in the future: a
+        // start time ahead of now (a skewed clock, an edited status) cannot prove that every pod had the keys.
         Phase::PostMigrate => match (migrated_these, cycle.migrate_after) {
-            (Some(m), Some(after)) if m.started_at >= after => KeyStep::Prune,
+            (Some(m), Some(after)) if m.started_at >= after && m.started_at <= now && now >= after => {
+                KeyStep::Prune
+            }
             // Without the time the floor cannot be checked: nothing is dropped.
             _ => KeyStep::Wait(None),
         },
@@ -180,7 +184,10 @@ pub enum MigrateStep {
 
 /// The db controller's next step, from the cycle as mirrored in the status.
 pub fn migrate_step(cycle: &Cycle, migrated: Option<&Migrated>, now: i64) -> MigrateStep {
-    let done = |after: i64| migrated.is_some_and(|m| m.keys_hash == cycle.keys_hash && m.started_at >= after);
+    let done = |after: i64| {
+        migrated
+            .is_some_and(|m| m.keys_hash == cycle.keys_hash && m.started_at >= after && m.started_at <= now)
+    };
     match cycle.phase {
         Phase::Idle => MigrateStep::Nothing,
         Phase::PreMigrate => {
@@ -350,6 +357,29 @@ mod tests {
         assert_eq!(
             migrate_step(&c, Some(&migrated("h1", 4000)), 5000),
             MigrateStep::Nothing
+        );
+    }
+
+    /// A migration record that claims to have started in the future (a status written by hand, a clock ahead)
+    /// cannot allow dropping the old key: before this check it pruned at once.
+    #[test]
+    fn a_migration_start_in_the_future_allows_nothing() {
+        let c = cycle(Phase::PostMigrate, "h2", Some(2300));
+        let future = migrated("h2", 9_999_999_999);
+        assert_eq!(
+            key_step(&c, Some(&future), 2400, &policy(None), false),
+            KeyStep::Wait(None)
+        );
+        assert_eq!(
+            migrate_step(&c, Some(&future), 2400),
+            MigrateStep::Run {
+                keys_hash: "h2".into()
+            }
+        );
+        // Once now has passed its start (and the floor), it counts.
+        assert_eq!(
+            key_step(&c, Some(&migrated("h2", 2350)), 2400, &policy(None), false),
+            KeyStep::Prune
         );
     }
 
