@@ -10,7 +10,7 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use common::{Env, fast_rotation, keys, rotation_count};
+use common::{Env, condition_message, fast_rotation, keys, rotation_count};
 use keystone_types::conditions::{CREDENTIAL_KEYS_READY, FERNET_KEYS_READY, ROTATION_POLICY_SAFE};
 use keystone_types::names;
 use test_support::wait;
@@ -370,15 +370,7 @@ async fn a_corrupted_fernet_secret_is_reported_and_left_alone() {
     let ks = env
         .wait_condition("keystone", FERNET_KEYS_READY, "False", Some("KeysCorrupted"))
         .await;
-    let msg = ks
-        .status
-        .unwrap()
-        .conditions
-        .unwrap()
-        .into_iter()
-        .find(|c| c.type_ == FERNET_KEYS_READY)
-        .unwrap()
-        .message;
+    let msg = condition_message(&ks, FERNET_KEYS_READY);
     assert!(msg.contains("key 1 is not 32 bytes"), "{msg}");
     env.wait_event("keystone", "FernetKeysCorrupted").await;
     let after = env.fernet_secret("keystone").await;
@@ -615,15 +607,7 @@ async fn a_fernet_key_secret_the_operator_did_not_create_is_used_only_on_request
     let ks = env
         .wait_condition("keystone", FERNET_KEYS_READY, "False", Some("KeysNotOurs"))
         .await;
-    let message = ks
-        .status
-        .unwrap()
-        .conditions
-        .unwrap()
-        .into_iter()
-        .find(|c| c.type_ == FERNET_KEYS_READY)
-        .unwrap()
-        .message;
+    let message = condition_message(&ks, FERNET_KEYS_READY);
     assert!(message.contains("adopt-fernet-keys=true"), "{message}");
     let untouched = env.fernet_secret("keystone").await;
     assert!(untouched.metadata.owner_references.is_none());

@@ -303,6 +303,16 @@ async fn dry_run(api: &Api<DynamicObject>, spec: &Value) -> Result<(), String> {
     }
 }
 
+/// Fails listing every case of a corpus that went wrong.
+fn assert_all_right(wrong: &[String], cases: usize) {
+    assert!(
+        wrong.is_empty(),
+        "{} of {cases} cases:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
 /// Every spec string that reaches a config file, a URL, an annotation, an object reference or a CronJob is
 /// refused at admission when it could change more than its own value, with a message naming the field.
 #[tokio::test(flavor = "multi_thread")]
@@ -486,13 +496,7 @@ async fn hostile_strings_are_rejected_naming_the_field() {
             }
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} cases:\n{}",
-        wrong.len(),
-        cases.len(),
-        wrong.join("\n")
-    );
+    assert_all_right(&wrong, cases.len());
     ns.delete().await;
 }
 
@@ -538,13 +542,7 @@ async fn ordinary_values_are_accepted() {
             wrong.push(format!("refused: {spec}: {msg}"));
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} cases:\n{}",
-        wrong.len(),
-        cases.len(),
-        wrong.join("\n")
-    );
+    assert_all_right(&wrong, cases.len());
     ns.delete().await;
 }
 

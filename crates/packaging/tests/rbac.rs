@@ -264,10 +264,22 @@ async fn helm_install_then_each_controller_reconciles_with_only_its_service_acco
             .await,
     );
     // RoleBindings: the api controller may bind only the OpenShift SCC ClusterRole (bind with resourceNames);
-    // binding any role it does not itself hold is refused by the API server's escalation check.
-    for role in ["cluster-admin", "admin", "edit", "view"] {
+    // binding any role granting what it does not hold itself is refused by the API server's escalation check.
+    // (The local control plane does not aggregate admin/edit/view, which are empty there: a role of our own
+    // stands for them.)
+    let probe: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": format!("keystone-rbac-probe-{ns}")},
+        "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
+    }))
+    .unwrap();
+    let cluster_roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(admin.clone());
+    cluster_roles
+        .create(&PostParams::default(), &probe)
+        .await
+        .unwrap();
+    for role in ["cluster-admin".to_owned(), format!("keystone-rbac-probe-{ns}")] {
         let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": format!("escalate-{role}")},
+            "metadata": {"name": format!("escalate-{}", role.len())},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
             "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]
         }))
@@ -279,6 +291,10 @@ async fn helm_install_then_each_controller_reconciles_with_only_its_service_acco
                 .await,
         );
     }
+    cluster_roles
+        .delete(&format!("keystone-rbac-probe-{ns}"), &DeleteParams::default())
+        .await
+        .unwrap();
     let scc_binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
         "metadata": {"name": "scc-probe"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",

@@ -204,6 +204,16 @@ impl Env {
     }
 }
 
+/// The message of condition `type_` of `ks`.
+pub fn condition_message(ks: &KeystoneAPI, type_: &str) -> String {
+    ks.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 pub fn keys(secret: &Secret) -> BTreeMap<String, String> {
     secret
         .data
