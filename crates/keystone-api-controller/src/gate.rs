@@ -22,6 +22,9 @@ pub mod reasons {
     pub const ROLLING_OUT: &str = "RollingOut";
     /// All replicas ready with the current config and image.
     pub const AVAILABLE: &str = "Available";
+    /// Not all ready, and some pod cannot start (image pull, crash loop, config error, unschedulable, or still
+    /// creating its containers after several minutes): the message names the pod and the kubelet's reason.
+    pub const PODS_NOT_STARTING: &str = "PodsNotStarting";
 }
 
 /// The decision.

@@ -312,6 +312,8 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
         &gate,
         deployment.as_ref(),
         rendered.as_ref().map(|r| r.hash.as_str()),
+        &inputs.pods,
+        k8s_openapi::jiff::Timestamp::now(),
     );
     let (network_condition, networks) = status::network_condition(ks, &inputs.missing_networks, &inputs.pods);
     let report = status::Report {

@@ -28,12 +28,85 @@ fn pod_ready(p: &Pod) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// `DeploymentReady` from the gate and the Deployment's status.
+/// Container waiting reasons that mean the pod will not become ready by itself soon.
+const STUCK_REASONS: &[&str] = &[
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// How long a pod may stay in ContainerCreating (volumes, network) before it is reported.
+pub const CREATING_DEADLINE_SECONDS: i64 = 300;
+
+/// Why pods that are not ready cannot start, one line each (`pod: reason: message`), at `now`.
+pub fn stuck_pods(pods: &[Pod], now: Timestamp) -> Vec<String> {
+    let mut out = Vec::new();
+    for pod in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && !pod_ready(p))
+    {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let Some(st) = pod.status.as_ref() else { continue };
+        let unschedulable = st.conditions.iter().flatten().find(|c| {
+            c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+        });
+        if let Some(c) = unschedulable {
+            out.push(format!(
+                "{name}: Unschedulable: {}",
+                c.message.clone().unwrap_or_default()
+            ));
+            continue;
+        }
+        let since = st
+            .start_time
+            .as_ref()
+            .or(pod.metadata.creation_timestamp.as_ref())
+            .map_or(now, |t| t.0);
+        let waiting_for = now.as_second().saturating_sub(since.as_second());
+        for cs in st
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(st.container_statuses.iter().flatten())
+        {
+            let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+                continue;
+            };
+            let reason = w.reason.as_deref().unwrap_or_default();
+            let stuck = STUCK_REASONS.contains(&reason)
+                || (reason == "ContainerCreating" && waiting_for > CREATING_DEADLINE_SECONDS)
+                || (reason == "PodInitializing" && waiting_for > CREATING_DEADLINE_SECONDS);
+            if stuck {
+                let message = w.message.as_deref().unwrap_or_default();
+                let mut line = format!("{name}: {reason}");
+                if reason == "ContainerCreating" || reason == "PodInitializing" {
+                    // A fixed text: a growing count would rewrite the status at every reconcile.
+                    line.push_str(&format!(" for more than {CREATING_DEADLINE_SECONDS}s"));
+                }
+                if !message.is_empty() {
+                    line.push_str(&format!(": {}", message.chars().take(200).collect::<String>()));
+                }
+                out.push(line);
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// `DeploymentReady` from the gate and the Deployment's status; when not all replicas are ready, the pods that
+/// cannot start are named with the kubelet's reason.
 pub fn deployment_condition(
     ks: &KeystoneAPI,
     gate: &Gate,
     d: Option<&Deployment>,
     config_hash: Option<&str>,
+    pods: &[Pod],
+    now: Timestamp,
 ) -> Desired {
     if let Some((reason, message)) = &gate.waiting {
         return Desired::not_ok(DEPLOYMENT_READY, *reason, message.clone());
@@ -59,11 +132,17 @@ pub fn deployment_condition(
             format!("{ready}/{want} replicas ready"),
         )
     } else {
-        Desired::not_ok(
-            DEPLOYMENT_READY,
-            reasons::ROLLING_OUT,
-            format!("{ready}/{want} replicas ready, {updated} updated, {total} in total"),
-        )
+        let progress = format!("{ready}/{want} replicas ready, {updated} updated, {total} in total");
+        let stuck = stuck_pods(pods, now);
+        if stuck.is_empty() {
+            Desired::not_ok(DEPLOYMENT_READY, reasons::ROLLING_OUT, progress)
+        } else {
+            Desired::not_ok(
+                DEPLOYMENT_READY,
+                reasons::PODS_NOT_STARTING,
+                format!("{progress}; pods not starting: {}", stuck.join("; ")),
+            )
+        }
     }
 }
 
@@ -225,4 +304,63 @@ pub async fn write(api: &Api<KeystoneAPI>, ks: &KeystoneAPI, report: Report) -> 
         .await
         .map(|_| ())
         .map_err(|source| Error::Kube { name, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "creationTimestamp": "2026-12-04T10:00:00Z"},
+            "status": status
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn waiting(reason: &str, message: &str) -> serde_json::Value {
+        serde_json::json!({"phase": "Pending", "startTime": "2026-12-04T10:00:00Z", "containerStatuses": [{
+            "name": "keystone-api", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": reason, "message": message}}}]})
+    }
+
+    fn at(hms: &str) -> Timestamp {
+        format!("2026-12-04T{hms}Z")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn pods_that_cannot_start_are_named_with_the_kubelets_reason() {
+        let pods = [
+            pod(
+                "a",
+                waiting("ImagePullBackOff", "Back-off pulling image \"keystone:typo\""),
+            ),
+            pod("b", waiting("ContainerCreating", "")),
+            pod(
+                "c",
+                serde_json::json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available"}]}),
+            ),
+            pod(
+                "d",
+                serde_json::json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}),
+            ),
+        ];
+        // Two minutes in: creating containers is normal yet.
+        let early = stuck_pods(&pods, at("10:02:00"));
+        assert_eq!(
+            early,
+            [
+                "a: ImagePullBackOff: Back-off pulling image \"keystone:typo\"",
+                "c: Unschedulable: 0/3 nodes are available"
+            ]
+        );
+        // Past the deadline it is reported too, with a text that does not change every reconcile.
+        let late = stuck_pods(&pods, at("10:06:00"));
+        assert_eq!(late.len(), 3, "{late:?}");
+        assert_eq!(late[1], "b: ContainerCreating for more than 300s");
+        assert_eq!(late, stuck_pods(&pods, at("10:09:00")));
+    }
 }
