@@ -1487,11 +1487,12 @@ async fn hostile_tenant(
     let identity_before = catalog(env, internal, admin_password).await["keystone"].clone();
 
     for (name, obj) in [
+        // One service per type: scenario 3 left `list_limit = 1`, and a truncated list is refused.
         (
             "hijack-admin",
             create_svc(
                 "hijack-admin",
-                "hijack",
+                "hijack-a",
                 "hijack-admin",
                 "admin",
                 "Tenant",
@@ -1502,7 +1503,7 @@ async fn hostile_tenant(
             "hijack-glance",
             create_svc(
                 "hijack-glance",
-                "hijack",
+                "hijack-b",
                 "hijack-glance",
                 "glance",
                 "Tenant",
