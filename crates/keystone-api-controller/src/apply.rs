@@ -29,8 +29,7 @@ pub async fn collect_old_config(
     };
     // What live pods mount stays: deleting it would leave a pod that restarts (or a Job pod not yet started)
     // stuck in ContainerCreating.
-    let mut keep = keep.to_vec();
-    let wanted = keep.len();
+    let mut mounted = Vec::new();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let instance = format!(
         "{}={},{}={}",
@@ -44,9 +43,8 @@ pub async fn collect_old_config(
         .await
         .map_err(kube_err)?
     {
-        keep.extend(mounted_config(&pod));
+        mounted.extend(mounted_config(&pod));
     }
-    let keep = keep.as_slice();
     let mut held = false;
     let selector = format!(
         "{},{}={}",
@@ -56,10 +54,14 @@ pub async fn collect_old_config(
     );
     let lp = ListParams::default().labels(&selector);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let is_held = |n: &str| keep[wanted..].iter().any(|k| k == n) && !keep[..wanted].iter().any(|k| k == n);
+    // Kept only because a pod mounts it: worth looking again soon.
+    let mut stays = |n: &String| {
+        let wanted = keep.contains(n);
+        held |= !wanted && mounted.contains(n);
+        wanted || mounted.contains(n)
+    };
     for cm in cms.list_metadata(&lp).await.map_err(kube_err)? {
-        held |= is_held(&cm.name_any());
-        if !keep.contains(&cm.name_any()) {
+        if !stays(&cm.name_any()) {
             cms.delete(&cm.name_any(), &DeleteParams::default())
                 .await
                 .map(|_| ())
@@ -70,8 +72,7 @@ pub async fn collect_old_config(
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     for s in secrets.list_metadata(&lp).await.map_err(kube_err)? {
-        held |= is_held(&s.name_any());
-        if !keep.contains(&s.name_any()) {
+        if !stays(&s.name_any()) {
             secrets
                 .delete(&s.name_any(), &DeleteParams::default())
                 .await

@@ -128,16 +128,12 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
     // 1. Config (never waits). Its hash covers the database password: an HMAC under this instance's key, so
     // the hash in status and in object names tells nothing about the password.
     let key_secret = names::hmac_key_secret(&name, CONTROLLER);
-    let key = match operator_common::hmac::ensure(&ctx.client, ks, &key_secret, CONTROLLER).await {
-        Ok(key) => Ok(key),
-        Err(e) if e.needs_user() => Err(e.to_string()),
-        Err(source) => {
-            return Err(Error::HmacKey {
-                name: name.clone(),
-                source,
-            });
-        }
-    };
+    let key = operator_common::hmac::ensure_or_refusal(&ctx.client, ks, &key_secret, CONTROLLER)
+        .await
+        .map_err(|source| Error::HmacKey {
+            name: name.clone(),
+            source,
+        })?;
     let (config_condition, rendered) = match (validate::validate(ks, &inputs), key) {
         (Err(message), _) => (
             Desired::not_ok(CONFIG_READY, reasons::INVALID_SPEC, message),

@@ -142,16 +142,13 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
     // A key Secret someone else planted, or ours made unusable, stops every step that hashes a password: the
     // user must act (the message says how); anything else is transient.
     let key_secret = names::hmac_key_secret(&name, CONTROLLER);
-    let key = match operator_common::hmac::ensure(&ctx.client, ks, &key_secret, CONTROLLER).await {
-        Ok(key) => Ok(key),
-        Err(e) if e.needs_user() => Err(StepState::Blocked(reasons::HMAC_KEY_UNUSABLE, e.to_string())),
-        Err(source) => {
-            return Err(Error::HmacKey {
-                name: name.clone(),
-                source,
-            });
-        }
-    };
+    let key = operator_common::hmac::ensure_or_refusal(&ctx.client, ks, &key_secret, CONTROLLER)
+        .await
+        .map_err(|source| Error::HmacKey {
+            name: name.clone(),
+            source,
+        })?
+        .map_err(|message| StepState::Blocked(reasons::HMAC_KEY_UNUSABLE, message));
     let mac_of = |selector: &str| -> Option<String> {
         let value = password_secret.as_ref()?.data.as_ref()?.get(selector)?;
         Some(key.as_ref().ok()?.hex(&value.0))

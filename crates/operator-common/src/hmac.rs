@@ -208,6 +208,21 @@ pub async fn ensure(
     }
 }
 
+/// [`ensure`], with the failures a user must act on (a foreign or broken key Secret) separated as their
+/// message, for a condition: `Ok(Ok(key))`, `Ok(Err(message))`, or `Err` for a transient failure to retry.
+pub async fn ensure_or_refusal(
+    client: &Client,
+    ks: &KeystoneAPI,
+    secret_name: &str,
+    controller: Controller,
+) -> Result<Result<Key, String>, KeyError> {
+    match ensure(client, ks, secret_name, controller).await {
+        Ok(key) => Ok(Ok(key)),
+        Err(e) if e.needs_user() => Ok(Err(e.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

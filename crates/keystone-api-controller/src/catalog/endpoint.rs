@@ -205,9 +205,13 @@ async fn sync_endpoints(
     let mark = super::owner_of(ep);
     // Ours: created by this object (our owner mark; or, before the mark, recorded in our status). Found
     // endpoints (bootstrap's identity endpoints, another tool's) are never updated or deleted.
-    let ours = |e: &keystone_client::Endpoint| match e.owner.as_deref() {
-        Some(o) => o == mark,
-        None => tracked.contains(&e.id),
+    let ours = |e: &keystone_client::Endpoint| {
+        super::is_ours(
+            e.owner.as_deref(),
+            &mark,
+            &e.id,
+            tracked.get(&e.id).map(String::as_str),
+        )
     };
     let mut conflicts = Vec::new();
     let same_place =
@@ -410,36 +414,10 @@ async fn cleanup(ep: &KeystoneEndpoint, ctx: &Catalog) -> Result<Action, Error> 
         Ok(t) => t,
         Err(NoTarget { condition, .. }) => {
             let created = status.endpoints.as_ref().is_some_and(|e| !e.is_empty());
-            let still_there = super::keystone_api_still_there(&condition);
-            if created && still_there && !past_deadline(ep) {
-                // The KeystoneAPI exists but cannot be used yet: wait to remove this object's endpoints.
-                let waiting = Desired::not_ok(
-                    KEYSTONE_API_READY,
-                    reasons::DELETION_WAITING,
-                    format!(
-                        "being deleted: waiting for the KeystoneAPI to remove the endpoints this object created \
-                         ({}); giving up {}s after the deletion started",
-                        condition.message,
-                        CLEANUP_DEADLINE.as_secs()
-                    ),
-                );
+            let what = created.then_some("the endpoints");
+            if let Some(waiting) = super::wait_to_delete(ctx, ep, &condition, what).await {
                 write_status(ep, ctx, status.clone(), [Some(waiting), None, None]).await?;
                 return Ok(Action::requeue(Duration::from_secs(15)));
-            }
-            if created && still_there {
-                super::publish(
-                    ctx,
-                    ep,
-                    EventType::Warning,
-                    "CleanupAbandoned",
-                    format!(
-                        "the KeystoneAPI stayed unusable for {}s since deletion started ({}); the finalizer is \
-                         removed and the endpoints this object created remain in Keystone",
-                        CLEANUP_DEADLINE.as_secs(),
-                        condition.message
-                    ),
-                )
-                .await;
             }
             tracing::info!(reason = %condition.reason, "{}; leaving Keystone as it is", condition.message);
             return Ok(Action::await_change());

@@ -16,7 +16,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
@@ -239,7 +239,6 @@ pub(crate) fn next_conditions(
     )
 }
 
-/// The backoff key of an object.
 /// What a catalog object writes into [`keystone_client::OWNER_ATTRIBUTE`] of the Keystone objects it creates
 /// (`KeystoneService <namespace>/<name>`): it survives controller restarts and a lost status, and marks what
 /// the object may change and delete. Keystone objects without it (or with another owner) were found, and are
@@ -261,12 +260,53 @@ pub(crate) fn keystone_api_still_there(condition: &Desired) -> bool {
         || condition.reason == reasons::ADMIN_CREDENTIALS_UNAVAILABLE
 }
 
+/// Deletion of `obj` found no usable KeystoneAPI (`condition` says why). When `obj` created something in
+/// Keystone (`created`, e.g. "the user and service") and its KeystoneAPI still exists, deletion waits for it
+/// until [`CLEANUP_DEADLINE`]: the `KeystoneAPIReady` condition to report is returned. Otherwise the finalizer
+/// may go (with a Warning Event when what it created stays behind): `None`.
+pub(crate) async fn wait_to_delete<K: Resource<DynamicType = ()>>(
+    ctx: &Catalog,
+    obj: &K,
+    condition: &Desired,
+    created: Option<&str>,
+) -> Option<Desired> {
+    use keystone_types::catalog::conditions::{KEYSTONE_API_READY, reasons};
+    let created = created.filter(|_| keystone_api_still_there(condition))?;
+    if !service::past_deadline(obj) {
+        return Some(Desired::not_ok(
+            KEYSTONE_API_READY,
+            reasons::DELETION_WAITING,
+            format!(
+                "being deleted: waiting for the KeystoneAPI to remove {created} this object created ({}); \
+                 giving up {}s after the deletion started",
+                condition.message,
+                CLEANUP_DEADLINE.as_secs()
+            ),
+        ));
+    }
+    publish(
+        ctx,
+        obj,
+        EventType::Warning,
+        "CleanupAbandoned",
+        format!(
+            "the KeystoneAPI stayed unusable for {}s since deletion started ({}); the finalizer is removed and \
+             {created} this object created remain in Keystone",
+            CLEANUP_DEADLINE.as_secs(),
+            condition.message
+        ),
+    )
+    .await;
+    None
+}
+
 /// Whether a Keystone object is this catalog object's: it carries our owner mark, or (created by a version
 /// before the mark) the status recorded creating exactly it.
 pub(crate) fn is_ours(owner: Option<&str>, mark: &str, id: &str, created_id: Option<&str>) -> bool {
     owner == Some(mark) || (owner.is_none() && created_id == Some(id))
 }
 
+/// The backoff key of an object.
 pub(crate) fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     ObjectRef::from_obj(obj).to_string()
 }

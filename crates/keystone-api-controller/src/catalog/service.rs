@@ -543,40 +543,15 @@ async fn cleanup(svc: &KeystoneService, ctx: &Catalog) -> Result<Action, Error> 
                 ),
                 (Some(_), Some(false), _, _) | (_, _, Some(_), Some(false))
             );
-            if created && super::keystone_api_still_there(&condition) && !past_deadline(svc) {
-                // The KeystoneAPI exists but cannot be used yet (not Ready, credentials missing): leaving now
-                // would leave this object's user and service in Keystone for good.
-                let mut report = Report {
+            let what = created.then_some("the user and service");
+            if let Some(waiting) = super::wait_to_delete(ctx, svc, &condition, what).await {
+                let report = Report {
                     status: status.clone(),
+                    keystone_api: Some(waiting),
                     ..Default::default()
                 };
-                report.keystone_api = Some(Desired::not_ok(
-                    KEYSTONE_API_READY,
-                    reasons::DELETION_WAITING,
-                    format!(
-                        "being deleted: waiting for the KeystoneAPI to remove the user and service this object \
-                         created ({}); giving up {}s after the deletion started",
-                        condition.message,
-                        CLEANUP_DEADLINE.as_secs()
-                    ),
-                ));
                 write_status(svc, ctx, report).await?;
                 return Ok(Action::requeue(Duration::from_secs(15)));
-            }
-            if created && super::keystone_api_still_there(&condition) {
-                crate::catalog::publish(
-                    ctx,
-                    svc,
-                    EventType::Warning,
-                    "CleanupAbandoned",
-                    format!(
-                        "the KeystoneAPI stayed unusable for {}s since deletion started ({}); the finalizer is \
-                         removed and the user and service this object created remain in Keystone",
-                        CLEANUP_DEADLINE.as_secs(),
-                        condition.message
-                    ),
-                )
-                .await;
             }
             tracing::info!(reason = %condition.reason, "{}; leaving Keystone as it is", condition.message);
             return Ok(Action::await_change());
