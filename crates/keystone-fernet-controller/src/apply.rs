@@ -4,6 +4,8 @@
 //! (Conflict → re-read and decide again). The rotation bookkeeping is written in the same request as the keys,
 //! so a crash between two writes can never cause a second rotation.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
@@ -20,7 +22,7 @@ use operator_common::conditions::Desired;
 
 use crate::build::secrets::{
     self, ADOPT_FERNET_KEYS, CredentialRecord, HANDLED_REGENERATE_ACK, HANDLED_ROTATE_REQUEST, LAST_ROTATION,
-    REGENERATE_CREDENTIAL_KEYS, ROTATE_REQUEST, ROTATION_COUNT, RotationRecord,
+    PROMOTION_TIMES, REGENERATE_CREDENTIAL_KEYS, ROTATE_REQUEST, ROTATION_COUNT, RotationRecord,
 };
 use crate::keys::{KeyError, KeySet};
 use crate::schedule::{self, Decision, Policy, State};
@@ -162,6 +164,7 @@ pub async fn fernet_keys(
             last_rotation: rfc3339(now),
             count: 0,
             handled_request: request.map(str::to_owned),
+            promoted: BTreeMap::from([(set.primary_index(), now)]),
         };
         match api
             .create(
@@ -194,7 +197,12 @@ pub async fn fernet_keys(
             )
             .await;
         }
-        return Ok(Step::Done(ready(&set, now, 0, policy)));
+        let state = State {
+            last_rotation: now,
+            handled_request: record.handled_request.clone(),
+            prune_safe_at: i64::MIN,
+        };
+        return Ok(Step::Done(ready(&set, &state, 0, policy, request)));
     };
 
     // A Secret of our name that this operator did not create for this KeystoneAPI (planted, left from another
@@ -249,7 +257,7 @@ pub async fn fernet_keys(
         .creation_timestamp
         .as_ref()
         .map_or(now, |t| t.0.as_second());
-    let last = annotation(&secret, LAST_ROTATION)
+    let recorded_last = annotation(&secret, LAST_ROTATION)
         .and_then(|s| s.parse::<Timestamp>().ok())
         .map_or(creation, |t| t.as_second());
     // Informational; a value edited out of range counts from 0 again rather than wrapping.
@@ -257,17 +265,68 @@ pub async fn fernet_keys(
         .and_then(|s| s.parse::<i64>().ok())
         .filter(|c| *c >= 0)
         .unwrap_or(0);
+    let recorded_promoted = annotation(&secret, PROMOTION_TIMES)
+        .map(secrets::parse_promotions)
+        .unwrap_or_default();
+    let mut record = RotationRecord {
+        last_rotation: rfc3339(recorded_last),
+        count,
+        handled_request: annotation(&secret, HANDLED_ROTATE_REQUEST).map(str::to_owned),
+        promoted: recorded_promoted
+            .into_iter()
+            .filter(|(i, _)| *i != 0 && set.get(*i).is_some())
+            .collect(),
+    };
+    // A rotation time in the future (a clock far off, a hand edit, a restored backup) would hold every
+    // rotation back until then, silently: it is counted as now instead, and the repair is written and
+    // announced. Counting it as now only ever delays a rotation, so no key is dropped early.
+    let future = |t: i64| t > now.saturating_add(schedule::CLOCK_SKEW_TOLERANCE);
+    let repaired = future(recorded_last) || record.promoted.values().any(|t| future(*t));
+    if repaired && !adopt {
+        let was = annotation(&secret, LAST_ROTATION).unwrap_or_default().to_owned();
+        record.last_rotation = rfc3339(recorded_last.min(now));
+        for t in record.promoted.values_mut() {
+            *t = (*t).min(now);
+        }
+        let replacement = secrets::as_replacement(secrets::fernet_keys_secret(ks, &set, &record), &secret);
+        match api
+            .replace(&secret_name, &PostParams::default(), &replacement)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Step::Retry),
+            Err(e) => return Err(kube_err(e)),
+        }
+        tracing::warn!(secret = %secret_name, recorded = %was, "fernet rotation times in the future; counted from now");
+        publish(
+            ctx,
+            ks,
+            EventType::Warning,
+            "RotationTimesRepaired",
+            format!(
+                "Secret {secret_name} recorded rotation times in the future ({LAST_ROTATION}={was:?}, \
+                 {PROMOTION_TIMES}); they would have held back every rotation until then. They now count from \
+                 {}, and the next rotation is one interval after that",
+                rfc3339(now)
+            ),
+        )
+        .await;
+        return Ok(Step::Retry);
+    }
+    let last = recorded_last;
     let state = State {
         last_rotation: last,
-        handled_request: annotation(&secret, HANDLED_ROTATE_REQUEST).map(str::to_owned),
+        handled_request: record.handled_request.clone(),
+        prune_safe_at: schedule::prune_safe_at(
+            set.indexes(),
+            &record.promoted,
+            last,
+            policy.max_active_keys,
+            policy.horizon,
+        ),
     };
     if adopt {
         // The same keys, now the KeystoneAPI's: owner reference and labels, written with the resourceVersion read.
-        let record = RotationRecord {
-            last_rotation: rfc3339(last),
-            count,
-            handled_request: state.handled_request.clone(),
-        };
         let adopted = secrets::as_replacement(secrets::fernet_keys_secret(ks, &set, &record), &secret);
         match api.replace(&secret_name, &PostParams::default(), &adopted).await {
             Ok(_) => {}
@@ -290,7 +349,7 @@ pub async fn fernet_keys(
 
     match schedule::decide(now, &state, policy, request) {
         Decision::WaitUntil(at) => {
-            let mut outcome = ready(&set, last, count, policy);
+            let mut outcome = ready(&set, &state, count, policy, request);
             outcome.wake_at = Some(at);
             Ok(Step::Done(outcome))
         }
@@ -306,10 +365,14 @@ pub async fn fernet_keys(
             } else {
                 state.handled_request.clone()
             };
+            let mut promoted = record.promoted.clone();
+            promoted.insert(next.primary_index(), now);
+            promoted.retain(|i, _| next.get(*i).is_some());
             let record = RotationRecord {
                 last_rotation: rfc3339(now),
                 count: count.saturating_add(1),
                 handled_request: handled,
+                promoted,
             };
             let replacement =
                 secrets::as_replacement(secrets::fernet_keys_secret(ks, &next, &record), &secret);
@@ -340,32 +403,60 @@ pub async fn fernet_keys(
                 ),
             )
             .await;
-            Ok(Step::Done(ready(&next, now, count.saturating_add(1), policy)))
+            let state = State {
+                last_rotation: now,
+                handled_request: record.handled_request.clone(),
+                prune_safe_at: schedule::prune_safe_at(
+                    next.indexes(),
+                    &record.promoted,
+                    now,
+                    policy.max_active_keys,
+                    policy.horizon,
+                ),
+            };
+            Ok(Step::Done(ready(&next, &state, record.count, policy, request)))
         }
     }
 }
 
-fn ready(set: &KeySet, last: i64, count: i64, policy: &Policy) -> FernetOutcome {
-    let next_due = schedule::next_due(last, policy);
+fn ready(set: &KeySet, state: &State, count: i64, policy: &Policy, request: Option<&str>) -> FernetOutcome {
+    let next_due = schedule::next_due(state, policy);
+    let scheduled_due = state
+        .last_rotation
+        .saturating_add(i64::try_from(policy.effective().0.as_secs()).unwrap_or(i64::MAX));
+    let mut message = format!(
+        "{} keys, primary key {}; next rotation at {}",
+        set.len(),
+        set.primary_index(),
+        rfc3339(next_due)
+    );
+    if next_due > scheduled_due {
+        message.push_str(KEPT_FOR_TOKENS);
+    }
+    if schedule::manual_pending(state, request) {
+        let at = schedule::manual_at(state, policy);
+        message.push_str(&format!(
+            "; the manual rotation request {:?} runs at {}",
+            request.unwrap_or_default(),
+            rfc3339(at)
+        ));
+        if at == state.prune_safe_at {
+            message.push_str(KEPT_FOR_TOKENS);
+        }
+    }
     FernetOutcome {
-        condition: Desired::ok(
-            FERNET_KEYS_READY,
-            reasons::KEYS_READY,
-            format!(
-                "{} keys, primary key {}; next rotation at {}",
-                set.len(),
-                set.primary_index(),
-                rfc3339(next_due)
-            ),
-        ),
+        condition: Desired::ok(FERNET_KEYS_READY, reasons::KEYS_READY, message),
         active_keys: Some(set.len()),
         hash: Some(set.fingerprint()),
-        last_rotation: Some(last),
+        last_rotation: Some(state.last_rotation),
         rotation_count: Some(count),
         next_due: Some(next_due),
         wake_at: Some(next_due),
     }
 }
+
+/// Why a rotation waits past its time.
+const KEPT_FOR_TOKENS: &str = " (not before: the key it would drop may still verify tokens until then)";
 
 /// Creates or validates the credential keys. Lost or corrupted credential keys are never regenerated without
 /// the acknowledgement annotation: credentials stored in Keystone would be undecryptable for good.

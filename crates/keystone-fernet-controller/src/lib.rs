@@ -51,6 +51,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// `--min-rotation-interval`.
     pub min_rotation_interval: Duration,
+    /// `--key-propagation-allowance`.
+    pub key_propagation_allowance: Duration,
 }
 
 /// Why a reconcile failed.
@@ -112,30 +114,32 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
         let now = Timestamp::now();
         let api: Api<KeystoneAPI> = Api::namespaced(ctx.client.clone(), &namespace);
 
-        let policy = match validate::policy(&ks.spec, ctx.min_rotation_interval) {
-            Ok(p) => p,
-            Err(message) => {
-                // Leave the keys alone; say why nothing happens.
-                let fernet = FernetOutcome {
-                    condition: Desired::not_ok(FERNET_KEYS_READY, reasons::INVALID_SPEC, message),
-                    active_keys: None,
-                    hash: None,
-                    last_rotation: None,
-                    rotation_count: None,
-                    next_due: None,
-                    wake_at: None,
-                };
-                let cred = match apply::credential_keys(&ctx, &ks, inputs.credential_secret, now.as_second())
-                    .await?
-                {
-                    Step::Done(c) => c,
-                    Step::Retry => continue,
-                };
-                let (status, changed) = status::desired(&ks, &fernet, &cred, None, None, now);
-                status::write(&api, &name, &status, changed).await?;
-                return Ok(Action::await_change());
-            }
-        };
+        let policy =
+            match validate::policy(&ks.spec, ctx.min_rotation_interval, ctx.key_propagation_allowance) {
+                Ok(p) => p,
+                Err(message) => {
+                    // Leave the keys alone; say why nothing happens.
+                    let fernet = FernetOutcome {
+                        condition: Desired::not_ok(FERNET_KEYS_READY, reasons::INVALID_SPEC, message),
+                        active_keys: None,
+                        hash: None,
+                        last_rotation: None,
+                        rotation_count: None,
+                        next_due: None,
+                        wake_at: None,
+                    };
+                    let cred =
+                        match apply::credential_keys(&ctx, &ks, inputs.credential_secret, now.as_second())
+                            .await?
+                        {
+                            Step::Done(c) => c,
+                            Step::Retry => continue,
+                        };
+                    let (status, changed) = status::desired(&ks, &fernet, &cred, None, None, now);
+                    status::write(&api, &name, &status, changed).await?;
+                    return Ok(Action::await_change());
+                }
+            };
 
         let fernet =
             match apply::fernet_keys(&ctx, &ks, inputs.fernet_secret, &policy, now.as_second()).await? {

@@ -32,6 +32,15 @@ struct Args {
     /// that have not seen the previous rotation yet.
     #[arg(long, env = "KEYSTONE_FERNET_MIN_ROTATION_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     min_rotation_interval: Duration,
+
+    /// How long a rotated key Secret may take to reach every pod (the kubelet's sync period plus its Secret
+    /// cache TTL; the default matches the kubelet's defaults with room to spare). Keys are kept this much longer
+    /// than their tokens need: a rotation never drops a key until `token.expiration + token.allowExpiredWindow`
+    /// plus this allowance after it stopped signing. Admission's key-count rule assumes 5m; a larger value
+    /// raises the rotation interval where the keys would not cover it. Lower it only where Secret updates
+    /// reach pods faster.
+    #[arg(long, env = "KEYSTONE_FERNET_KEY_PROPAGATION_ALLOWANCE", default_value = "5m", value_parser = parse_duration)]
+    key_propagation_allowance: Duration,
 }
 
 #[tokio::main]
@@ -47,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         fernet_metrics,
         recorder: rt.recorder(),
         min_rotation_interval: args.min_rotation_interval,
+        key_propagation_allowance: args.key_propagation_allowance,
     });
 
     let keystones = rt.keystoneapi_api::<DeserializeGuard<KeystoneAPI>>();

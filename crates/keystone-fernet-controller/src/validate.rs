@@ -8,8 +8,9 @@ use keystone_types::duration::parse;
 
 use crate::schedule::Policy;
 
-/// The rotation policy for `spec` with the controller's floor, or the message for an `InvalidSpec` condition.
-pub fn policy(spec: &KeystoneAPISpec, floor: Duration) -> Result<Policy, String> {
+/// The rotation policy for `spec` with the controller's floor and propagation allowance, or the message for an
+/// `InvalidSpec` condition.
+pub fn policy(spec: &KeystoneAPISpec, floor: Duration, allowance: Duration) -> Result<Policy, String> {
     let field = |name: &str, value: &str| parse(value).map_err(|e| format!("spec.{name}: {e}"));
     let requested = field("fernet.rotationInterval", &spec.fernet.rotation_interval)?;
     let expiration = field("token.expiration", &spec.token.expiration)?;
@@ -26,5 +27,5 @@ pub fn policy(spec: &KeystoneAPISpec, floor: Duration) -> Result<Policy, String>
                 spec.fernet.max_active_keys
             )
         })?;
-    Ok(Policy::new(requested, floor, max, expiration, window))
+    Ok(Policy::new(requested, floor, max, expiration, window, allowance))
 }

@@ -6,11 +6,12 @@ mod common;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use common::{Env, condition_message, fast_rotation, keys, rotation_count};
+use common::{Env, condition_message, fast_rotation, keys, rotation_count, secret_annotation};
 use keystone_types::conditions::{CREDENTIAL_KEYS_READY, FERNET_KEYS_READY, ROTATION_POLICY_SAFE};
 use keystone_types::names;
 use test_support::wait;
@@ -311,10 +312,15 @@ async fn manual_rotation_happens_once_per_request_and_respects_the_floor() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lowering_max_active_keys_prunes_only_at_the_next_rotation() {
-    let env = Env::new("fernet-max", "1s").await;
+    // Tokens verifiable for 1s + 1s + 1s after their key stops signing: the manual rotations below may prune.
+    let env = Env::new("fernet-max", "1s").await.with_allowance("1s");
     let _proc = env.start_controller().await;
-    env.create("keystone", json!({"replicas": 0, "fernet": {"maxActiveKeys": 6}}))
-        .await;
+    env.create(
+        "keystone",
+        json!({"replicas": 0, "token": {"expiration": "1s", "allowExpiredWindow": "1s"},
+               "fernet": {"maxActiveKeys": 6}}),
+    )
+    .await;
     env.wait_condition("keystone", FERNET_KEYS_READY, "True", None)
         .await;
     for n in 1..=5 {
@@ -347,6 +353,124 @@ async fn lowering_max_active_keys_prunes_only_at_the_next_rotation() {
         5,
         "raising must not add keys"
     );
+    env.ns.delete().await;
+}
+
+/// Manual requests obey the rule scheduled rotations obey: no rotation drops a key before every token it signed
+/// is past `expiration + allowExpiredWindow + Δ`, however many requests arrive.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_manual_requests_never_drops_the_key_of_a_valid_token() {
+    const PROMOTED: &str = "keystone.openstack.org/key-promotion-times";
+    // 2s + 2s tokens and a 16s allowance: a key is kept 20 s after it stops signing.
+    let env = Env::new("fernet-burst", "1s").await.with_allowance("16s");
+    let _proc = env.start_controller().await;
+    env.create(
+        "keystone",
+        json!({"replicas": 0, "token": {"expiration": "2s", "allowExpiredWindow": "2s"},
+               "fernet": {"rotationInterval": "24h", "maxActiveKeys": 3}}),
+    )
+    .await;
+    env.wait_condition("keystone", FERNET_KEYS_READY, "True", None)
+        .await;
+    // The first request drops nothing (two keys become three).
+    env.annotate("keystone", ROTATE, "b1").await;
+    let first = env.wait_rotations("keystone", 1).await;
+    let key2_promoted = secret_annotation(&first, PROMOTED)
+        .split(',')
+        .find_map(|e| e.strip_prefix("2="))
+        .map(|t| t.parse::<Timestamp>().unwrap())
+        .expect("key 2's promotion time is recorded");
+    // More requests, one a second: the next rotation would drop key 1, which stopped signing when key 2 was
+    // promoted; it waits 20 s from then, and the status says so.
+    for n in 2..=5 {
+        env.annotate("keystone", ROTATE, &format!("b{n}")).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let safe_at = key2_promoted + SignedDuration::from_secs(20);
+    let expected = format!("the manual rotation request \"b5\" runs at {safe_at}");
+    let message = wait::until(
+        "the deferred request in the status",
+        Duration::from_secs(15),
+        || async {
+            let ks = env.keystones.get("keystone").await.map_err(|e| e.to_string())?;
+            let message = condition_message(&ks, FERNET_KEYS_READY);
+            if message.contains(&expected) {
+                Ok(message)
+            } else {
+                Err(message)
+            }
+        },
+    )
+    .await;
+    assert!(message.contains("may still verify tokens"), "{message}");
+    assert_eq!(rotation_count(&env.fernet_secret("keystone").await), 1);
+    // Then it runs, once, dropping key 1 no sooner than that.
+    let second = env.wait_rotations("keystone", 2).await;
+    let at = secret_annotation(&second, "keystone.openstack.org/last-rotation-time")
+        .parse::<Timestamp>()
+        .unwrap();
+    assert!(at >= safe_at, "key 1 dropped at {at}, before {safe_at}");
+    assert_eq!(keys(&second).keys().cloned().collect::<Vec<_>>(), ["0", "2", "3"]);
+    assert_eq!(
+        secret_annotation(&second, "keystone.openstack.org/handled-rotate-request"),
+        "b5"
+    );
+    env.wait_quiet("keystone", 3).await;
+    assert_eq!(rotation_count(&env.fernet_secret("keystone").await), 2);
+    env.ns.delete().await;
+}
+
+/// A recorded rotation time in the future would hold back every rotation until then without a word: it is
+/// counted from now, rewritten and announced.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_time_in_the_future_is_repaired_and_reported() {
+    let env = Env::new("fernet-future", "1s").await;
+    let _proc = env.start_controller().await;
+    env.create(
+        "keystone",
+        json!({"replicas": 0, "fernet": {"rotationInterval": "24h"}}),
+    )
+    .await;
+    env.wait_condition("keystone", FERNET_KEYS_READY, "True", None)
+        .await;
+    let before = keys(&env.fernet_secret("keystone").await);
+    let patch = json!({"metadata": {"annotations": {
+        "keystone.openstack.org/last-rotation-time": "2100-01-01T00:00:00Z"}}});
+    env.secrets
+        .patch(
+            &names::fernet_keys_secret("keystone"),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let note = env.wait_event("keystone", "RotationTimesRepaired").await;
+    assert!(note.contains("2100-01-01T00:00:00Z"), "{note}");
+    let repaired = env.fernet_secret("keystone").await;
+    let last = secret_annotation(&repaired, "keystone.openstack.org/last-rotation-time")
+        .parse::<Timestamp>()
+        .unwrap();
+    assert!(last <= Timestamp::now(), "still in the future: {last}");
+    assert_eq!(keys(&repaired), before, "the repair changes no key");
+    let want = last + SignedDuration::from_hours(24);
+    wait::until(
+        "the next rotation counted from the repair",
+        Duration::from_secs(15),
+        || async {
+            let ks = env.keystones.get("keystone").await.map_err(|e| e.to_string())?;
+            let next = ks
+                .status
+                .and_then(|s| s.fernet)
+                .and_then(|f| f.next_rotation_time)
+                .map(|t| t.0);
+            if next == Some(want) {
+                Ok(())
+            } else {
+                Err(format!("{next:?}"))
+            }
+        },
+    )
+    .await;
     env.ns.delete().await;
 }
 

@@ -152,3 +152,62 @@ fn defaults_survive_and_four_keys_do_not() {
     assert_eq!(first_loss(e, w, r, 5, 1), None);
     assert!(first_loss(e, w, r, 4, 1).is_some());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any mix of manual requests (at any spacing), scheduled rotations and changes of `maxActiveKeys`: no
+    /// rotation drops a key sooner than the horizon after it stopped signing, so every token stays verifiable
+    /// for its whole life.
+    #[test]
+    fn no_request_pattern_drops_the_key_of_a_valid_token(
+        seed in any::<u64>(),
+        steps in prop::collection::vec((1i64..=4_000, any::<bool>(), 3u32..=8), 1..120),
+        floor in 1u64..=600,
+        interval_h in 1u64..=48,
+    ) {
+        use std::collections::BTreeMap;
+        use keystone_fernet_controller::schedule::{self, Decision, Policy, State};
+
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut set = KeySet::initial(&mut rng).unwrap();
+        let mut promoted = BTreeMap::from([(1u32, 0i64)]);
+        let mut state = State { last_rotation: 0, handled_request: None, prune_safe_at: i64::MIN };
+        let mut now = 0i64;
+        for (n, (gap, request, max)) in steps.into_iter().enumerate() {
+            now += gap;
+            let policy = Policy::new(
+                Duration::from_secs(interval_h * 3_600),
+                Duration::from_secs(floor),
+                max,
+                Duration::from_secs(600),
+                Duration::from_secs(1_200),
+                PROPAGATION_ALLOWANCE,
+            );
+            let horizon = i64::try_from(policy.horizon.as_secs()).unwrap();
+            state.prune_safe_at =
+                schedule::prune_safe_at(set.indexes(), &promoted, state.last_rotation, max, policy.horizon);
+            let value = format!("r{n}");
+            let request = request.then_some(value.as_str());
+            if let Decision::Rotate { manual } = schedule::decide(now, &state, &policy, request) {
+                let next = set.rotate(max, &mut rng).unwrap();
+                for dropped in set.indexes().filter(|i| *i != 0 && next.get(*i).is_none()) {
+                    // It stopped signing when the next higher key was promoted.
+                    let successor = set.indexes().find(|i| *i > dropped).unwrap();
+                    let stopped = promoted[&successor];
+                    prop_assert!(
+                        now - stopped >= horizon,
+                        "key {} dropped {} s after it stopped signing (horizon {} s)", dropped, now - stopped, horizon
+                    );
+                }
+                promoted.insert(next.primary_index(), now);
+                promoted.retain(|i, _| next.get(*i).is_some());
+                state.last_rotation = now;
+                if manual {
+                    state.handled_request = request.map(str::to_owned);
+                }
+                set = next;
+            }
+        }
+    }
+}

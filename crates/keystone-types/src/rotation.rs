@@ -17,12 +17,19 @@ pub fn min_active_keys(expiration: Duration, allow_expired_window: Duration, int
     need.div_ceil(r).saturating_add(2)
 }
 
-/// `expiration + allow_expired_window + Δ`, saturating (parsed durations are at most about 292 years each, so
-/// this never saturates for admitted values; saturating keeps it total for any input).
-fn horizon(expiration: Duration, allow_expired_window: Duration) -> Duration {
+/// `expiration + allow_expired_window + Δ`: how long after a key stops being the primary a token it signed may
+/// still be verified (and so how long the key must be kept).
+pub fn horizon(expiration: Duration, allow_expired_window: Duration) -> Duration {
+    horizon_with(expiration, allow_expired_window, PROPAGATION_ALLOWANCE)
+}
+
+/// [`horizon`] with another propagation allowance (the fernet controller's `--key-propagation-allowance`).
+/// Saturating (parsed durations are at most about 292 years each, so this never saturates for admitted values;
+/// saturating keeps it total for any input).
+pub fn horizon_with(expiration: Duration, allow_expired_window: Duration, allowance: Duration) -> Duration {
     expiration
         .saturating_add(allow_expired_window)
-        .saturating_add(PROPAGATION_ALLOWANCE)
+        .saturating_add(allowance)
 }
 
 /// The shortest rotation interval at which `max_active_keys` keys are enough:
@@ -32,9 +39,14 @@ pub fn min_safe_interval(
     expiration: Duration,
     allow_expired_window: Duration,
 ) -> Duration {
-    let need = horizon(expiration, allow_expired_window).as_secs();
+    interval_covering(max_active_keys, horizon(expiration, allow_expired_window))
+}
+
+/// The shortest rotation interval at which `max_active_keys` keys cover `horizon`:
+/// `ceil(horizon / (max_active_keys - 2))`.
+pub fn interval_covering(max_active_keys: u32, horizon: Duration) -> Duration {
     let slots = u64::from(max_active_keys.saturating_sub(2)).max(1);
-    Duration::from_secs(need.div_ceil(slots))
+    Duration::from_secs(horizon.as_secs().div_ceil(slots))
 }
 
 #[cfg(test)]

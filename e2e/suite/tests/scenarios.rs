@@ -322,9 +322,10 @@ fn assert_rotations(seen: &[Seen], max_keys: usize) {
 
 /// Scenarios 2 and 6: rotations every 20 s (the lowered floor) under continuous issue/validate traffic on both
 /// replicas, one of which sees every Secret change 8 s late; each controller is SIGKILLed and restarted on the
-/// way. Then pruning for real: with the key count lowered, a manual rotation prunes the key of a token that is
-/// past expiry but inside its allow-expired window; after a memcached flush it is refused even with
-/// `allow_expired`, while a token whose key was kept validates.
+/// way. Then pruning is safe: with the key count lowered, a manual rotation that would drop the key of a token
+/// past expiry but inside its allow-expired window waits (the status says until when); after a memcached flush
+/// the token still validates with `allow_expired` on both replicas, and once the key count is raised again the
+/// request runs at once.
 async fn rotation_under_load(env: &mut Env) -> String {
     const ROTATIONS: i64 = 10;
     const LAG_S: u64 = 8;
@@ -407,11 +408,11 @@ async fn rotation_under_load(env: &mut Env) -> String {
         "e2e: fernet controller SIGKILLed and restarted 18.5 s after rotation {}",
         base + 4
     );
-    // The token whose key the pruning below removes: past expiry but inside its allow-expired window by then.
+    // The token whose key the pruning below would remove: past expiry but inside its allow-expired window then.
     wait_count(&watcher, base + 5, period).await;
-    let pruned_token = ksc.issue(&ips[0], ADMIN_PASSWORD).await.unwrap();
-    let pruned_at = Instant::now();
-    let pruned_rotation = watcher.count();
+    let old_token = ksc.issue(&ips[0], ADMIN_PASSWORD).await.unwrap();
+    let old_at = Instant::now();
+    let old_rotation = watcher.count();
     wait_count(&watcher, base + 6, period).await;
     env.crash_and_restart("db", "20s").await;
     println!(
@@ -478,7 +479,8 @@ async fn rotation_under_load(env: &mut Env) -> String {
     );
     let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
 
-    // Pruning for real. Fewer keys (with the interval admission then requires) and memcached caching on.
+    // Pruning is safe. Fewer keys (with the interval admission then requires) and memcached caching on: the
+    // next rotation would drop the key of `old_token`, past its expiry but inside its allow-expired window.
     let before = pod_names(&env.api_pods(NAME).await);
     patch_spec(
         env,
@@ -491,76 +493,73 @@ async fn rotation_under_load(env: &mut Env) -> String {
         .await;
     let ips: Vec<String> = pods.iter().map(|(_, ip)| ip.clone()).collect();
     // The token is past its expiry and still inside its allow-expired window on both replicas.
+    let expired_inside_window = || async {
+        for ip in &ips {
+            let auth = ksc.issue(ip, ADMIN_PASSWORD).await?;
+            keystone_e2e::flush_memcached().await;
+            let plain = ksc.validate(ip, &auth, &old_token, false).await?;
+            let allowed = ksc.validate(ip, &auth, &old_token, true).await?;
+            if (plain, allowed) != (404, 200) {
+                return Err(format!("{ip}: plain {plain}, allow_expired {allowed}"));
+            }
+        }
+        Ok(())
+    };
     test_support::wait::until(
         "the token expired, inside its window",
         EXPIRATION + Duration::from_secs(30),
-        || async {
-            for ip in &ips {
-                let auth = ksc.issue(ip, ADMIN_PASSWORD).await?;
-                let plain = ksc.validate(ip, &auth, &pruned_token, false).await?;
-                let allowed = ksc.validate(ip, &auth, &pruned_token, true).await?;
-                if (plain, allowed) != (404, 200) {
-                    return Err(format!("{ip}: plain {plain}, allow_expired {allowed}"));
-                }
-            }
-            Ok(())
-        },
+        expired_inside_window,
     )
     .await;
-    let kept_token = ksc.issue(&ips[0], ADMIN_PASSWORD).await.unwrap();
     let count = env.rotation_count(NAME).await;
-    assert!(count > pruned_rotation, "the token's key is still the primary");
+    assert!(count > old_rotation, "the token's key is still the primary");
+    // A manual rotation request waits, and the status says until when and why.
     annotate(env, "keystone.openstack.org/rotate-fernet-keys", "e2e-2-prune").await;
-    let mut new_uids = Vec::new();
-    for (n, _) in &pods {
-        new_uids.push(pod_uid(env, n).await);
-    }
-    let keys = test_support::wait::until(
-        "the pruned key set on both pods",
-        Duration::from_secs(90),
+    let deferred = test_support::wait::until(
+        "the deferred request in the status",
+        Duration::from_secs(60),
         || async {
-            let keys = fernet_keys(env).await?;
-            if keys.len() == 3
-                && new_uids
-                    .iter()
-                    .all(|u| keystone_e2e::pod_volume(u, "fernet-keys") == keys)
-            {
-                Ok(keys)
+            let ks = env.keystones().get(NAME).await.map_err(|e| e.to_string())?;
+            let message = ks
+                .status
+                .and_then(|s| s.conditions)
+                .and_then(|cs| cs.into_iter().find(|c| c.type_ == conditions::FERNET_KEYS_READY))
+                .map(|c| c.message)
+                .unwrap_or_default();
+            if message.contains("request \"e2e-2-prune\" runs at") {
+                Ok(message)
             } else {
-                Err(format!("{} keys in the Secret", keys.len()))
+                Err(message)
             }
         },
     )
     .await;
-    assert_eq!(keys.len(), 3);
-    keystone_e2e::flush_memcached().await;
-    let age = pruned_at.elapsed();
+    assert!(deferred.contains("may still verify tokens"), "{deferred}");
+    // Nothing was dropped: with the cache flushed, both replicas still verify the token with allow_expired.
+    expired_inside_window().await.unwrap();
+    assert_eq!(env.rotation_count(NAME).await, count, "the request rotated");
+    let age = old_at.elapsed();
     assert!(
         age > EXPIRATION && age < EXPIRATION + WINDOW,
-        "the pruned token is {age:?} old: not inside its allow-expired window"
+        "the token is {age:?} old: not inside its allow-expired window"
     );
-    for ip in &ips {
-        let auth = ksc.issue(ip, ADMIN_PASSWORD).await.unwrap();
-        assert_eq!(
-            ksc.validate(ip, &auth, &pruned_token, true).await.unwrap(),
-            404,
-            "{ip}: a token whose key was pruned still validates with allow_expired"
-        );
-        assert_eq!(
-            ksc.validate(ip, &auth, &kept_token, false).await.unwrap(),
-            200,
-            "{ip}: kept token"
-        );
-        assert_eq!(
-            ksc.validate(ip, &auth, &kept_token, true).await.unwrap(),
-            200,
-            "{ip}: kept token"
-        );
-    }
+    // With room for one more key the request runs at once, dropping nothing.
+    patch_spec(env, json!({"fernet": {"maxActiveKeys": MAX_KEYS}})).await;
+    test_support::wait::until("the deferred request ran", Duration::from_secs(60), || async {
+        let now = env.rotation_count(NAME).await;
+        if now > count {
+            Ok(())
+        } else {
+            Err(format!("count {now}"))
+        }
+    })
+    .await;
+    assert!(fernet_keys(env).await.unwrap().len() > 3);
+    expired_inside_window().await.unwrap();
     format!(
         "{rotations} rotations under load, {} tokens issued, {} validations ({} of tokens issued before a later \
          rotation, {} within {} s of expiry; {} refusals answered after expiry), 0 failures; key sets reached the lagging pod after ≤ {:.1} s and the other after ≤ {:.1} s; \
-         the pruned token ({:.0} s old) refused with allow_expired",
+         a manual rotation that would have dropped the key of a token {:.0} s old (inside its allow-expired window) waited, and the token kept validating",
         stats.issued,
         stats.validated,
         stats.validated_across_rotations,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
@@ -19,6 +20,10 @@ use crate::keys::KeySet;
 pub const LAST_ROTATION: &str = "keystone.openstack.org/last-rotation-time";
 /// Annotation on the fernet Secret: rotations since creation.
 pub const ROTATION_COUNT: &str = "keystone.openstack.org/rotation-count";
+/// Annotation on the fernet Secret: when each non-staged key became the primary, `index=RFC 3339` joined by
+/// commas (`1=2026-01-01T00:00:00Z,2=…`). A rotation never drops a key before its tokens have expired; these
+/// times say when that is.
+pub const PROMOTION_TIMES: &str = "keystone.openstack.org/key-promotion-times";
 /// Annotation on the fernet Secret: the last manual rotation request value handled.
 pub const HANDLED_ROTATE_REQUEST: &str = "keystone.openstack.org/handled-rotate-request";
 /// Annotation on the credential Secret: the regeneration acknowledgement that created it, if any.
@@ -121,6 +126,29 @@ pub struct RotationRecord {
     pub count: i64,
     /// Last manual request handled.
     pub handled_request: Option<String>,
+    /// Unix time each non-staged key became the primary, where known.
+    pub promoted: BTreeMap<u32, i64>,
+}
+
+/// The [`PROMOTION_TIMES`] value for `promoted`.
+pub fn format_promotions(promoted: &BTreeMap<u32, i64>) -> String {
+    promoted
+        .iter()
+        .filter_map(|(i, t)| Some(format!("{i}={}", Timestamp::from_second(*t).ok()?)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Reads a [`PROMOTION_TIMES`] value. Entries that do not parse are left out: a key without a known time is
+/// treated as promoted as late as it can have been, never earlier.
+pub fn parse_promotions(value: &str) -> BTreeMap<u32, i64> {
+    value
+        .split(',')
+        .filter_map(|entry| {
+            let (i, t) = entry.trim().split_once('=')?;
+            Some((i.parse().ok()?, t.parse::<Timestamp>().ok()?.as_second()))
+        })
+        .collect()
 }
 
 fn data(set: &KeySet) -> BTreeMap<String, ByteString> {
@@ -135,6 +163,7 @@ pub fn fernet_keys_secret(ks: &KeystoneAPI, set: &KeySet, record: &RotationRecor
     let mut annotations = BTreeMap::from([
         (LAST_ROTATION.to_owned(), record.last_rotation.clone()),
         (ROTATION_COUNT.to_owned(), record.count.to_string()),
+        (PROMOTION_TIMES.to_owned(), format_promotions(&record.promoted)),
     ]);
     if let Some(r) = &record.handled_request {
         annotations.insert(HANDLED_ROTATE_REQUEST.to_owned(), r.clone());
@@ -223,6 +252,7 @@ mod tests {
             last_rotation: "2026-01-01T00:00:00Z".into(),
             count: 0,
             handled_request: None,
+            promoted: BTreeMap::from([(1, 1_767_225_600)]),
         };
         let f = fernet_keys_secret(&ks, &set, &record);
         assert_eq!(f.metadata.name.as_deref(), Some("keystone-fernet-keys"));
@@ -239,6 +269,14 @@ mod tests {
                 .map(String::as_str),
             Some("0")
         );
+        assert_eq!(
+            f.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(PROMOTION_TIMES))
+                .map(String::as_str),
+            Some("1=2026-01-01T00:00:00Z")
+        );
         let c = credential_keys_secret(&ks, &set, None, &CredentialRecord::default());
         assert_eq!(c.metadata.name.as_deref(), Some("keystone-credential-keys"));
         assert!(c.metadata.owner_references.is_none());
@@ -250,5 +288,18 @@ mod tests {
                 .map(String::as_str),
             Some("keystone-fernet-controller")
         );
+    }
+
+    #[test]
+    fn promotion_times_round_trip_and_bad_entries_are_unknown() {
+        let promoted = BTreeMap::from([(3, 1_767_225_600), (4, 1_767_229_200)]);
+        assert_eq!(parse_promotions(&format_promotions(&promoted)), promoted);
+        assert_eq!(
+            parse_promotions(
+                "3=2026-01-01T00:00:00Z, x=2026-01-01T00:00:00Z,4=yesterday,5,6=2026-01-01T01:00:00Z"
+            ),
+            BTreeMap::from([(3, 1_767_225_600), (6, 1_767_229_200)])
+        );
+        assert!(parse_promotions("").is_empty());
     }
 }

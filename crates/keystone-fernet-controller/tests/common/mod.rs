@@ -24,6 +24,8 @@ pub struct Env {
     pub secrets: Api<Secret>,
     pub events: Api<Event>,
     pub floor: String,
+    /// `--key-propagation-allowance`.
+    pub allowance: String,
 }
 
 impl Env {
@@ -38,7 +40,14 @@ impl Env {
             client,
             ns,
             floor: floor.to_owned(),
+            allowance: "5m".to_owned(),
         }
+    }
+
+    /// The same with another `--key-propagation-allowance` (tests that prune keep it short).
+    pub fn with_allowance(mut self, allowance: &str) -> Env {
+        self.allowance = allowance.to_owned();
+        self
     }
 
     pub async fn start_controller(&self) -> ControllerProcess {
@@ -46,7 +55,12 @@ impl Env {
             BINARY,
             test_cluster().await,
             Some(&self.ns.name),
-            &["--min-rotation-interval", &self.floor],
+            &[
+                "--min-rotation-interval",
+                &self.floor,
+                "--key-propagation-allowance",
+                &self.allowance,
+            ],
         );
         p.wait_ready().await;
         p
@@ -231,6 +245,17 @@ pub fn rotation_count(secret: &Secret) -> i64 {
         .and_then(|a| a.get("keystone.openstack.org/rotation-count"))
         .and_then(|v| v.parse().ok())
         .unwrap_or(-1)
+}
+
+/// The fernet Secret's annotation `key`.
+pub fn secret_annotation(secret: &Secret, key: &str) -> String {
+    secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// A spec that rotates every `interval` with the fewest keys the rule allows for 1s tokens.
