@@ -169,7 +169,7 @@ start() {
     local controllers=serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller
     controllers+=,garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller
     controllers+=,job-controller,cronjob-controller,ttl-after-finished-controller,disruption-controller
-    controllers+=,endpointslice-controller
+    controllers+=,endpointslice-controller,resourcequota-controller
     setsid "$BIN/kube-controller-manager" --kubeconfig "$dir/kubeconfig" --leader-elect=false --secure-port 0 \
       --controllers "$controllers" --service-account-private-key-file "$dir/pki/sa.key" \
       --root-ca-file "$dir/pki/ca.crt" --use-service-account-credentials=false --v 1 \

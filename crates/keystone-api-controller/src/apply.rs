@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client, ResourceExt};
 
-use keystone_types::conditions::Controller;
+use keystone_types::conditions::{CONFIG_READY, Controller};
 use keystone_types::{KeystoneAPI, labels};
 
 use crate::Error;
@@ -23,10 +23,7 @@ pub async fn collect_old_config(
 ) -> Result<bool, Error> {
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
-    let kube_err = |source| Error::Kube {
-        name: name.clone(),
-        source,
-    };
+    let gc_err = |action, object: String| Error::kube(&name, CONFIG_READY, action, object);
     // What live pods mount stays: deleting it would leave a pod that restarts (or a Job pod not yet started)
     // stuck in ContainerCreating.
     let mut mounted = Vec::new();
@@ -41,7 +38,7 @@ pub async fn collect_old_config(
     for pod in pods
         .list(&ListParams::default().labels(&instance))
         .await
-        .map_err(kube_err)?
+        .map_err(gc_err("listing", format!("Pods {instance}")))?
     {
         mounted.extend(mounted_config(&pod));
     }
@@ -60,25 +57,33 @@ pub async fn collect_old_config(
         held |= !wanted && mounted.contains(n);
         wanted || mounted.contains(n)
     };
-    for cm in cms.list_metadata(&lp).await.map_err(kube_err)? {
+    for cm in cms
+        .list_metadata(&lp)
+        .await
+        .map_err(gc_err("listing", format!("ConfigMaps {selector}")))?
+    {
         if !stays(&cm.name_any()) {
             cms.delete(&cm.name_any(), &DeleteParams::default())
                 .await
                 .map(|_| ())
                 .or_else(ignore_404)
-                .map_err(kube_err)?;
+                .map_err(gc_err("deleting", format!("ConfigMap {}", cm.name_any())))?;
             applied.forget::<ConfigMap>(&ns, &cm.name_any());
         }
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    for s in secrets.list_metadata(&lp).await.map_err(kube_err)? {
+    for s in secrets
+        .list_metadata(&lp)
+        .await
+        .map_err(gc_err("listing", format!("Secrets {selector}")))?
+    {
         if !stays(&s.name_any()) {
             secrets
                 .delete(&s.name_any(), &DeleteParams::default())
                 .await
                 .map(|_| ())
                 .or_else(ignore_404)
-                .map_err(kube_err)?;
+                .map_err(gc_err("deleting", format!("Secret {}", s.name_any())))?;
             applied.forget::<Secret>(&ns, &s.name_any());
         }
     }

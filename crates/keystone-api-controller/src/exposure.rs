@@ -6,6 +6,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
+use keystone_types::conditions::SERVICE_READY;
 use keystone_types::v1beta1::Endpoint;
 use keystone_types::{KeystoneAPI, names};
 use operator_common::apply::apply_child;
@@ -22,11 +23,8 @@ pub async fn publish_public(
 ) -> Result<(Option<String>, Option<String>), Error> {
     let name = ks.name_any();
     let ns = ks.namespace().unwrap_or_default();
-    let kube_err = |source| Error::Kube {
-        name: name.clone(),
-        source,
-    };
     let object = names::service(&name, Endpoint::Public);
+    let err = |action, kind: &str| Error::kube(&name, SERVICE_READY, action, format!("{kind} {object}"));
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
     let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &route_resource());
     let overridden = ks.spec.endpoint_urls.as_ref().and_then(|o| o.public.clone());
@@ -36,10 +34,12 @@ pub async fn publish_public(
     if !use_ingress {
         delete_if_ours(&ingresses, &object, &name)
             .await
-            .map_err(kube_err)?;
+            .map_err(err("deleting", "Ingress"))?;
     }
     if !use_route && inputs.routes_available {
-        delete_if_ours(&routes, &object, &name).await.map_err(kube_err)?;
+        delete_if_ours(&routes, &object, &name)
+            .await
+            .map_err(err("deleting", "Route"))?;
     }
     if let Some(url) = overridden {
         return Ok((Some(url), None));
@@ -47,7 +47,7 @@ pub async fn publish_public(
     if let Some(spec) = ks.spec.ingress.as_ref() {
         apply_child(client, CONTROLLER, &ingress(ks, spec))
             .await
-            .map_err(kube_err)?;
+            .map_err(err("applying", "Ingress"))?;
         return Ok((Some(ingress_url(spec)), None));
     }
     if use_route {
@@ -55,7 +55,7 @@ pub async fn publish_public(
         let applied = routes
             .patch(&object, &pp, &Patch::Apply(&route(ks)))
             .await
-            .map_err(kube_err)?;
+            .map_err(err("applying", "Route"))?;
         return Ok(match route_url(&applied) {
             Some(url) => (Some(url), None),
             None => (

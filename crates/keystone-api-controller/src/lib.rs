@@ -25,10 +25,11 @@ use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
 
 use keystone_types::KeystoneAPI;
-use keystone_types::conditions::{CONFIG_READY, Controller, SERVICE_READY, reasons};
+use keystone_types::conditions::{CONFIG_READY, Controller, DEPLOYMENT_READY, SERVICE_READY, reasons};
 use keystone_types::names;
 use keystone_types::v1beta1::{ApiEndpoints, ApiStatus, Endpoint};
 use operator_common::apply::apply_child;
+use operator_common::backoff::{FailedCall, describe};
 use operator_common::conditions::Desired;
 use operator_common::metrics::ControllerMetrics;
 
@@ -53,6 +54,8 @@ pub struct Context {
     pub applied: Arc<operator_common::apply::Applied>,
     /// The optional APIs the cluster serves.
     pub discovery: read::Discovery,
+    /// Per-KeystoneAPI backoff after failures.
+    pub backoff: operator_common::backoff::Backoff,
 }
 
 /// Why a reconcile failed.
@@ -66,14 +69,14 @@ pub enum Error {
         /// Deserialization error.
         message: String,
     },
-    /// A Kubernetes API call failed.
-    #[error("Kubernetes API call failed for {name}: {source}")]
+    /// A Kubernetes API call about one object failed.
+    #[error("KeystoneAPI {name}: {failed}")]
     Kube {
-        /// Object name.
+        /// KeystoneAPI name.
         name: String,
-        /// The client error.
+        /// The call.
         #[source]
-        source: kube::Error,
+        failed: FailedCall,
     },
     /// Reading or creating the HMAC key failed (a transient failure: the API server, the RNG).
     #[error("the HMAC key of {name}: {source}")]
@@ -95,6 +98,36 @@ pub enum Error {
 }
 
 impl Error {
+    /// For `map_err`: `action` on `object` (`Kind name`) of KeystoneAPI `name` failed; reported under
+    /// `condition`.
+    pub fn kube(
+        name: &str,
+        condition: &'static str,
+        action: &'static str,
+        object: impl Into<String>,
+    ) -> impl FnOnce(kube::Error) -> Error {
+        let name = name.to_owned();
+        let failed = FailedCall::under(condition, action, object);
+        move |source| Error::Kube {
+            name,
+            failed: failed(source),
+        }
+    }
+
+    /// A transient failure to read or create the HMAC key: an API call (reported under `condition`) or the
+    /// random number generator.
+    pub fn hmac(name: &str, condition: &'static str, error: operator_common::hmac::KeyError) -> Error {
+        match error {
+            operator_common::hmac::KeyError::Kube { secret, source } => {
+                Error::kube(name, condition, "reading or creating", format!("Secret {secret}"))(source)
+            }
+            other => Error::HmacKey {
+                name: name.to_owned(),
+                source: other,
+            },
+        }
+    }
+
     /// Short, stable category: the metric label, the log field and the Event reason.
     pub fn category(&self) -> &'static str {
         match self {
@@ -106,7 +139,9 @@ impl Error {
     }
 }
 
-/// Reconciles one KeystoneAPI.
+/// Reconciles one KeystoneAPI. A failed API call is reported under the condition of the step it belongs to
+/// (False, naming the object and the API server's answer; the other conditions keep what they said) and
+/// retried with this object's backoff.
 #[tracing::instrument(skip_all, fields(generation))]
 pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start_reconcile();
@@ -117,12 +152,32 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
         // Being deleted: the garbage collector removes the children; re-applying them would fight it.
         return Ok(Action::await_change());
     }
+    let key = operator_common::backoff::key(ks);
+    match reconcile_keystone(ks, &ctx).await {
+        Ok(action) => {
+            ctx.backoff.reset(&key);
+            Ok(action)
+        }
+        Err(Error::Kube { name, failed }) if failed.condition.is_some() => {
+            ctx.metrics.record_failure("kube_api");
+            let retry_in = ctx.backoff.next(&key);
+            tracing::warn!(%name, error = %failed, ?retry_in, "API call failed");
+            if let Some(condition) = failed.condition(retry_in) {
+                let api: Api<KeystoneAPI> =
+                    Api::namespaced(ctx.client.clone(), &ks.namespace().unwrap_or_default());
+                status::write_failure(&api, ks, condition).await?;
+            }
+            Ok(Action::requeue(retry_in))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn reconcile_keystone(ks: &KeystoneAPI, ctx: &Context) -> Result<Action, Error> {
     let name = ks.name_any();
     let ns = ks.namespace().unwrap_or_default();
-    let kube_err = |source| Error::Kube {
-        name: name.clone(),
-        source,
-    };
+    let apply_err =
+        |condition: &'static str, object: String| Error::kube(&name, condition, "applying", object);
     let inputs = read::inputs(&ctx.client, &ctx.discovery, ks).await?;
 
     // 1. Config (never waits). Its hash covers the database password: an HMAC under this instance's key, so
@@ -130,10 +185,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
     let key_secret = names::hmac_key_secret(&name, CONTROLLER);
     let key = operator_common::hmac::ensure_or_refusal(&ctx.client, ks, &key_secret, CONTROLLER)
         .await
-        .map_err(|source| Error::HmacKey {
-            name: name.clone(),
-            source,
-        })?;
+        .map_err(|e| Error::hmac(&name, CONFIG_READY, e))?;
     let (config_condition, rendered) = match (validate::validate(ks, &inputs), key) {
         (Err(message), _) => (
             Desired::not_ok(CONFIG_READY, reasons::INVALID_SPEC, message),
@@ -148,14 +200,16 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
                 name: name.clone(),
                 message: e.to_string(),
             })?;
+            let cm = build::config::config_map(ks, &r);
             ctx.applied
-                .apply(&ctx.client, CONTROLLER, &build::config::config_map(ks, &r))
+                .apply(&ctx.client, CONTROLLER, &cm)
                 .await
-                .map_err(kube_err)?;
+                .map_err(apply_err(CONFIG_READY, describe(&cm)))?;
+            let secret = build::config::config_secret(ks, &r);
             ctx.applied
-                .apply(&ctx.client, CONTROLLER, &build::config::config_secret(ks, &r))
+                .apply(&ctx.client, CONTROLLER, &secret)
                 .await
-                .map_err(kube_err)?;
+                .map_err(apply_err(CONFIG_READY, describe(&secret)))?;
             let msg = format!(
                 "configuration {} and {} rendered (hash {})",
                 names::config_map_versioned(&name, &r.hash),
@@ -168,10 +222,11 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
 
     // 2. Services and endpoints (never wait).
     for endpoint in Endpoint::ALL {
+        let service = build::service::service(ks, endpoint);
         ctx.applied
-            .apply(&ctx.client, CONTROLLER, &build::service::service(ks, endpoint))
+            .apply(&ctx.client, CONTROLLER, &service)
             .await
-            .map_err(kube_err)?;
+            .map_err(apply_err(SERVICE_READY, describe(&service)))?;
     }
     let (public, public_pending) = exposure::publish_public(&ctx.client, ks, &inputs).await?;
     let internal = ks
@@ -193,9 +248,10 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
         Some(why) => Desired::not_ok(SERVICE_READY, "WaitingForRoute", why),
     };
     if inputs.scc_available {
-        apply_child(&ctx.client, CONTROLLER, &build::exposure::scc_role_binding(ks))
+        let binding = build::exposure::scc_role_binding(ks);
+        apply_child(&ctx.client, CONTROLLER, &binding)
             .await
-            .map_err(kube_err)?;
+            .map_err(apply_err(DEPLOYMENT_READY, describe(&binding)))?;
     }
 
     // 3. The Deployment, as far as the gate allows.
@@ -212,10 +268,11 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
     }
     match (&rendered, gate.apply, gate.image.clone()) {
         (Some(r), true, Some(image)) => {
+            let account = build::deployment::service_account(ks);
             ctx.applied
-                .apply(&ctx.client, CONTROLLER, &build::deployment::service_account(ks))
+                .apply(&ctx.client, CONTROLLER, &account)
                 .await
-                .map_err(kube_err)?;
+                .map_err(apply_err(DEPLOYMENT_READY, describe(&account)))?;
             let mut pod_inputs = PodInputs {
                 image: image.clone(),
                 config_map: names::config_map_versioned(&name, &r.hash),
@@ -250,21 +307,19 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
                     ));
                 }
             }
+            let wanted = build::deployment::deployment(ks, &pod_inputs);
             let applied = ctx
                 .applied
-                .apply(
-                    &ctx.client,
-                    CONTROLLER,
-                    &build::deployment::deployment(ks, &pod_inputs),
-                )
+                .apply(&ctx.client, CONTROLLER, &wanted)
                 .await
-                .map_err(kube_err)?;
+                .map_err(apply_err(DEPLOYMENT_READY, describe(&wanted)))?;
             // Skipped (unchanged since our last apply): the Deployment read at the start is current.
             if let Some(applied) = applied {
                 deployment = Some(applied);
             }
             deployed_image = Some(image);
             let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
+            let pdb = format!("PodDisruptionBudget {}", names::deployment(&name));
             if ks.spec.replicas > 1 {
                 ctx.applied
                     .apply(
@@ -273,16 +328,16 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
                         &build::deployment::pod_disruption_budget(ks),
                     )
                     .await
-                    .map_err(kube_err)?;
+                    .map_err(apply_err(DEPLOYMENT_READY, pdb))?;
             } else if pdbs
                 .get_opt(&names::deployment(&name))
                 .await
-                .map_err(kube_err)?
+                .map_err(Error::kube(&name, DEPLOYMENT_READY, "reading", pdb.clone()))?
                 .is_some()
             {
                 pdbs.delete(&names::deployment(&name), &DeleteParams::default())
                     .await
-                    .map_err(kube_err)?;
+                    .map_err(Error::kube(&name, DEPLOYMENT_READY, "deleting", pdb))?;
                 ctx.applied
                     .forget::<PodDisruptionBudget>(&ns, &names::deployment(&name));
             }
@@ -355,12 +410,16 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
 }
 
 /// Decides what to do after a failed reconcile.
-pub fn error_policy(_obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.record_failure(error.category());
     match error {
         Error::InvalidObject { .. } => Action::await_change(),
         Error::Kube { .. } | Error::HmacKey { .. } | Error::Render { .. } => {
-            Action::requeue(Duration::from_secs(5))
+            let retry_in = ctx
+                .backoff
+                .next(&operator_common::backoff::guard_key(obj.as_ref()));
+            tracing::warn!(%error, ?retry_in, "reconcile failed");
+            Action::requeue(retry_in)
         }
     }
 }

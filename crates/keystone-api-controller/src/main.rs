@@ -16,12 +16,13 @@ use kube::{Api, ResourceExt};
 
 use keystone_api_controller::build::exposure::route_resource;
 use keystone_api_controller::catalog::target::{AdminClients, UrlOverrides};
-use keystone_api_controller::catalog::{Backoff, Catalog, CatalogMetrics, endpoint, service};
+use keystone_api_controller::catalog::{Catalog, CatalogMetrics, endpoint, service};
 use keystone_api_controller::config::Templates;
 use keystone_api_controller::{CONTROLLER, Context, error_policy, reconcile};
 use keystone_types::catalog::{KeystoneEndpoint, KeystoneService};
 use keystone_types::{KeystoneAPI, labels};
 use operator_common::apply::Applied;
+use operator_common::backoff::Backoff;
 use operator_common::cli::CommonArgs;
 use operator_common::watch::child_of;
 
@@ -106,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         templates,
         applied: applied.clone(),
         discovery: Default::default(),
+        backoff: Backoff::default(),
     });
 
     let ours = watcher::Config::default()

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use keystone_types::conditions::{CONFIG_READY, DEPLOYMENT_READY, NETWORK_ATTACHMENTS_READY, SERVICE_READY};
 use keystone_types::{KeystoneAPI, labels, names};
 
 use crate::Error;
@@ -87,10 +88,9 @@ pub fn nad_resource() -> ApiResource {
 pub async fn inputs(client: &Client, discovery: &Discovery, ks: &KeystoneAPI) -> Result<Inputs, Error> {
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
-    let kube_err = |source| Error::Kube {
-        name: name.clone(),
-        source,
-    };
+    let read_err = |condition, object: String| Error::kube(&name, condition, "reading", object);
+    let secret_err =
+        |n: &Option<String>| read_err(CONFIG_READY, format!("Secret {}", n.clone().unwrap_or_default()));
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let get = |n: Option<String>| {
         let secrets = secrets.clone();
@@ -109,7 +109,12 @@ pub async fn inputs(client: &Client, discovery: &Discovery, ks: &KeystoneAPI) ->
             Ok(Some(_)) => {}
             // 404 both when the object and when the whole API (Multus not installed) is missing
             Ok(None) | Err(kube::Error::Api(_)) => missing_networks.push(net.clone()),
-            Err(e) => return Err(kube_err(e)),
+            Err(e) => {
+                return Err(read_err(
+                    NETWORK_ATTACHMENTS_READY,
+                    format!("NetworkAttachmentDefinition {net}"),
+                )(e));
+            }
         }
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -118,31 +123,41 @@ pub async fn inputs(client: &Client, discovery: &Discovery, ks: &KeystoneAPI) ->
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
+    let password = Some(spec.secret.clone());
+    let custom = spec.custom_service_config_secret.clone();
+    let notifications = spec.notifications.as_ref().map(|n| n.secret.clone());
+    let discover = |gv: &str| Error::kube(&name, SERVICE_READY, "discovering", format!("API {gv}"));
     Ok(Inputs {
-        password_secret: get(Some(spec.secret.clone())).await.map_err(kube_err)?,
-        custom_secret: get(spec.custom_service_config_secret.clone())
+        password_secret: get(password.clone()).await.map_err(secret_err(&password))?,
+        custom_secret: get(custom.clone()).await.map_err(secret_err(&custom))?,
+        notifications_secret: get(notifications.clone())
             .await
-            .map_err(kube_err)?,
-        notifications_secret: get(spec.notifications.as_ref().map(|n| n.secret.clone()))
-            .await
-            .map_err(kube_err)?,
+            .map_err(secret_err(&notifications))?,
         deployment: Api::<Deployment>::namespaced(client.clone(), &ns)
             .get_opt(&names::deployment(&name))
             .await
-            .map_err(kube_err)?,
+            .map_err(read_err(
+                DEPLOYMENT_READY,
+                format!("Deployment {}", names::deployment(&name)),
+            ))?,
         missing_networks,
         routes_available: discovery
             .serves(client, "route.openshift.io/v1")
             .await
-            .map_err(kube_err)?,
+            .map_err(discover("route.openshift.io/v1"))?,
         scc_available: discovery
             .serves(client, "security.openshift.io/v1")
             .await
-            .map_err(kube_err)?,
+            .map_err(discover("security.openshift.io/v1"))?,
         pods: pods
             .list(&ListParams::default().labels(&selector))
             .await
-            .map_err(kube_err)?
+            .map_err(Error::kube(
+                &name,
+                DEPLOYMENT_READY,
+                "listing",
+                format!("Pods {selector}"),
+            ))?
             .items,
     })
 }

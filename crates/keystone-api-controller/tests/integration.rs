@@ -31,7 +31,7 @@ struct Env {
     deployments: Api<Deployment>,
     services: Api<Service>,
     driver: PodDriver,
-    _proc: ControllerProcess,
+    proc: ControllerProcess,
 }
 
 impl Env {
@@ -55,7 +55,7 @@ impl Env {
             driver: PodDriver::new(&client, &ns.name),
             client,
             ns,
-            _proc: proc,
+            proc,
         }
     }
 
@@ -986,5 +986,69 @@ async fn config_a_live_pod_mounts_is_not_collected() {
         }
     })
     .await;
+    env.ns.delete().await;
+}
+
+/// The reconcile failures of category `category` so far.
+fn failures(metrics: &str, category: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.contains("reconcile_failures_total{") && l.contains(&format!("category=\"{category}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A child the API server refuses (here: a quota allowing no Deployment) ends in the condition of its step —
+/// False, naming the object and the API server's answer — while the conditions of the steps that worked keep
+/// what they said; the controller retries with a growing backoff, not in a hot loop, and recovers by itself
+/// once the refusal is lifted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_child_is_reported_in_its_condition_and_retried_with_backoff() {
+    let env = Env::new("api-refused").await;
+    let quota = test_support::quota::limit(
+        &env.client,
+        &env.ns.name,
+        "no-deployments",
+        json!({"count/deployments.apps": "0"}),
+    )
+    .await;
+    env.create(json!({"containerImage": IMAGE_A, "replicas": 1}))
+        .await;
+    env.wait_condition(conditions::CONFIG_READY, "True", None).await;
+    env.play_other_controllers(IMAGE_A).await;
+    let message = env
+        .wait_condition(conditions::DEPLOYMENT_READY, "False", Some("RequestForbidden"))
+        .await;
+    assert!(
+        message
+            .starts_with("applying Deployment keystone-api failed: the API server answered 403 Forbidden:")
+            && message.contains("exceeded quota: no-deployments")
+            && message.contains("next attempt in"),
+        "{message}"
+    );
+    for type_ in [conditions::CONFIG_READY, conditions::SERVICE_READY] {
+        let c = env.condition(type_).await.unwrap();
+        assert_eq!(c.status, "True", "{type_}: {c:?}");
+    }
+    let ready = env.condition(conditions::READY).await.unwrap();
+    assert!(
+        ready.status == "False" && ready.message.contains("DeploymentReady (RequestForbidden)"),
+        "{ready:?}"
+    );
+    // Backoff: 5 s, 10 s, 20 s, … — a handful of attempts in 20 s, where a hot loop makes hundreds.
+    let first = failures(&env.proc.metrics().await, "kube_api");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let retried = failures(&env.proc.metrics().await, "kube_api") - first;
+    assert!(
+        (1.0..=4.0).contains(&retried),
+        "{retried} failed attempts in 20 s"
+    );
+    // Lifted: the next attempt applies the Deployment.
+    test_support::quota::lift(&quota, "no-deployments").await;
+    env.drive_until_ready(1).await;
+    env.wait_condition(conditions::DEPLOYMENT_READY, "True", None)
+        .await;
     env.ns.delete().await;
 }

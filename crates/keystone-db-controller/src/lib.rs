@@ -28,6 +28,7 @@ use keystone_types::conditions::{
 use keystone_types::credential_rotation::{self, MigrateStep};
 use keystone_types::v1beta1::{CredentialMigrationStatus, DatabaseStatus};
 use keystone_types::{KeystoneAPI, KeystoneAPIStatus, labels, names};
+use operator_common::backoff::FailedCall;
 use operator_common::conditions::{Desired, reconcile as reconcile_conditions};
 use operator_common::metrics::ControllerMetrics;
 
@@ -52,6 +53,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// What was last applied to each child (no-op applies are skipped).
     pub applied: std::sync::Arc<operator_common::apply::Applied>,
+    /// Per-KeystoneAPI backoff after failures.
+    pub backoff: operator_common::backoff::Backoff,
 }
 
 /// Why a reconcile failed.
@@ -65,14 +68,14 @@ pub enum Error {
         /// Deserialization error.
         message: String,
     },
-    /// A Kubernetes API call failed.
-    #[error("Kubernetes API call failed for {name}: {source}")]
+    /// A Kubernetes API call about one object failed.
+    #[error("KeystoneAPI {name}: {failed}")]
     Kube {
-        /// Object name.
+        /// KeystoneAPI name.
         name: String,
-        /// The client error.
+        /// The call.
         #[source]
-        source: kube::Error,
+        failed: FailedCall,
     },
     /// Reading or creating the HMAC key failed (a transient failure: the API server, the RNG).
     #[error("the HMAC key of {name}: {source}")]
@@ -86,6 +89,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// For `map_err`: `action` on `object` (`Kind name`) of KeystoneAPI `name` failed; reported under
+    /// `condition`.
+    pub fn kube(
+        name: &str,
+        condition: &'static str,
+        action: &'static str,
+        object: impl Into<String>,
+    ) -> impl FnOnce(kube::Error) -> Error {
+        let name = name.to_owned();
+        let failed = FailedCall::under(condition, action, object);
+        move |source| Error::Kube {
+            name,
+            failed: failed(source),
+        }
+    }
+
     /// Short, stable category: the metric label, the log field and the Event reason.
     pub fn category(&self) -> &'static str {
         match self {
@@ -107,7 +126,10 @@ fn condition_true_now(ks: &KeystoneAPI, type_: &str) -> bool {
         })
 }
 
-/// Reconciles one KeystoneAPI's database steps.
+/// Reconciles one KeystoneAPI's database steps. A failed API call is reported under the condition of the step
+/// it belongs to (False, naming the object and the API server's answer) and retried with this object's
+/// backoff; the other steps go on and what they finished is recorded, so a later step's failure never makes an
+/// earlier one run again.
 #[tracing::instrument(skip_all, fields(generation))]
 pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start_reconcile();
@@ -117,12 +139,71 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
     if ks.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    let key = operator_common::backoff::key(ks);
+    match reconcile_steps(ks, &ctx).await {
+        Ok((action, failed)) => {
+            if !failed {
+                ctx.backoff.reset(&key);
+            }
+            Ok(action)
+        }
+        Err(Error::Kube { name, failed }) if failed.condition.is_some() => {
+            ctx.metrics.record_failure("kube_api");
+            let retry_in = ctx.backoff.next(&key);
+            tracing::warn!(%name, error = %failed, ?retry_in, "API call failed");
+            if let Some(condition) = failed.condition(retry_in) {
+                write_failure(&ctx, ks, condition).await?;
+            }
+            Ok(Action::requeue(retry_in))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `failed` with this controller's other conditions and its `database` section as they stand.
+async fn write_failure(ctx: &Context, ks: &KeystoneAPI, failed: Desired) -> Result<(), Error> {
+    let existing = ks
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let own = keystone_types::conditions::owned_by(CONTROLLER).chain([CREDENTIAL_MIGRATION_READY]);
+    let conds = operator_common::conditions::replace_own(
+        &existing,
+        own,
+        std::slice::from_ref(&failed),
+        ks.metadata.generation,
+        Timestamp::now(),
+    );
+    let status = KeystoneAPIStatus {
+        conditions: Some(conds),
+        database: ks.status.as_ref().and_then(|s| s.database.clone()),
+        ..Default::default()
+    };
+    write_status(ctx, ks, &status).await
+}
+
+async fn write_status(ctx: &Context, ks: &KeystoneAPI, status: &KeystoneAPIStatus) -> Result<(), Error> {
+    let name = ks.name_any();
+    let api: Api<KeystoneAPI> = Api::namespaced(ctx.client.clone(), &ks.namespace().unwrap_or_default());
+    operator_common::apply::apply_status(&api, &name, CONTROLLER, status)
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Kube {
+            failed: FailedCall {
+                condition: None,
+                action: "writing",
+                object: format!("KeystoneAPI {name} status"),
+                source,
+            },
+            name,
+        })
+}
+
+/// The steps; also whether an API call failed on the way (reported in its step's condition).
+async fn reconcile_steps(ks: &KeystoneAPI, ctx: &Context) -> Result<(Action, bool), Error> {
     let name = ks.name_any();
     let ns = ks.namespace().unwrap_or_default();
-    let kube_err = |source| Error::Kube {
-        name: name.clone(),
-        source,
-    };
     let now = Timestamp::now();
     let spec = &ks.spec;
     let prev = ks
@@ -138,15 +219,28 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
 
     // Passwords, as HMACs only.
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let password_secret = secrets.get_opt(&spec.secret).await.map_err(kube_err)?;
+    let password_secret = secrets.get_opt(&spec.secret).await.map_err(Error::kube(
+        &name,
+        DATABASE_READY,
+        "reading",
+        format!("Secret {}", spec.secret),
+    ))?;
     // A key Secret someone else planted, or ours made unusable, stops every step that hashes a password: the
     // user must act (the message says how); anything else is transient.
     let key_secret = names::hmac_key_secret(&name, CONTROLLER);
     let key = operator_common::hmac::ensure_or_refusal(&ctx.client, ks, &key_secret, CONTROLLER)
         .await
-        .map_err(|source| Error::HmacKey {
-            name: name.clone(),
-            source,
+        .map_err(|e| match e {
+            operator_common::hmac::KeyError::Kube { secret, source } => Error::kube(
+                &name,
+                DATABASE_READY,
+                "reading or creating",
+                format!("Secret {secret}"),
+            )(source),
+            other => Error::HmacKey {
+                name: name.clone(),
+                source: other,
+            },
         })?
         .map_err(|message| StepState::Blocked(reasons::HMAC_KEY_UNUSABLE, message));
     let mac_of = |selector: &str| -> Option<String> {
@@ -159,7 +253,12 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             spec.secret
         )
     };
-    let step_ctx = steps::StepContext { ctx: &ctx, ks, now };
+    let step_ctx = steps::StepContext {
+        ctx,
+        ks,
+        now,
+        backoff_key: operator_common::backoff::key(ks),
+    };
 
     // 1. The database and its user.
     let database = match (
@@ -186,7 +285,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             let state = steps::run(&step_ctx, &step, |attempt| {
                 jobs::db_create_job(ks, &hash, attempt)
             })
-            .await?;
+            .await;
             if matches!(state, StepState::Done) {
                 db.db_create_hash = Some(hash.clone());
                 // The database has the password of this version of the Secret (its HMAC is in the hash).
@@ -221,7 +320,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             let state = steps::run(&step_ctx, &step, |attempt| {
                 jobs::db_sync_job(ks, config, &sync_hash, attempt)
             })
-            .await?;
+            .await;
             if matches!(state, StepState::Done) {
                 db.db_sync_hash = Some(sync_hash.clone());
                 db.synced_image = Some(spec.container_image.clone());
@@ -261,7 +360,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
                 let state = steps::run(&step_ctx, &step, |attempt| {
                     jobs::bootstrap_job(ks, config, public, internal, &hash, attempt)
                 })
-                .await?;
+                .await;
                 if matches!(state, StepState::Done) {
                     db.bootstrap_hash = Some(hash.clone());
                 }
@@ -277,13 +376,27 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
     };
 
     // 4. trust-flush.
-    let trust_flush = match &config {
-        Some(config) => {
-            ctx.applied
-                .apply(&ctx.client, CONTROLLER, &jobs::trust_flush_cronjob(ks, config))
-                .await
-                .map_err(kube_err)?;
-            Desired::ok(
+    let mut call_failed = false;
+    let cronjob = config
+        .as_ref()
+        .map(|config| jobs::trust_flush_cronjob(ks, config));
+    let trust_flush = match &cronjob {
+        Some(cronjob) => match ctx.applied.apply(&ctx.client, CONTROLLER, cronjob).await {
+            Err(source) => {
+                call_failed = true;
+                let retry_in = ctx.backoff.next(&step_ctx.backoff_key);
+                wake = wake.min(retry_in);
+                let object = operator_common::backoff::describe(cronjob);
+                tracing::warn!(%name, %object, error = %source, ?retry_in, "API call failed");
+                operator_common::backoff::failed_call(
+                    TRUST_FLUSH_READY,
+                    "applying",
+                    &object,
+                    &source,
+                    retry_in,
+                )
+            }
+            Ok(_) => Desired::ok(
                 TRUST_FLUSH_READY,
                 reasons::SUCCEEDED,
                 format!(
@@ -295,8 +408,8 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
                         ""
                     }
                 ),
-            )
-        }
+            ),
+        },
         None => Desired::not_ok(
             TRUST_FLUSH_READY,
             "WaitingForConfig",
@@ -340,24 +453,30 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
                     let state = steps::run(&step_ctx, &step, |attempt| {
                         jobs::credential_migrate_job(ks, config, &keys_hash, &run_hash, attempt)
                     })
-                    .await?;
-                    if matches!(state, StepState::Done) {
-                        let job = steps::latest(&step_ctx, labels::component::CREDENTIAL_MIGRATE, &run_hash)
-                            .await?;
-                        let started = job.as_ref().and_then(|j| {
-                            j.status
-                                .as_ref()
-                                .and_then(|s| s.start_time.clone())
-                                .or_else(|| j.metadata.creation_timestamp.clone())
-                        });
-                        if let Some(started_at) = started {
-                            db.credential_migration = Some(CredentialMigrationStatus {
-                                keys_hash: keys_hash.clone(),
-                                started_at,
-                            });
+                    .await;
+                    if !matches!(state, StepState::Done) {
+                        state
+                    } else {
+                        match steps::latest(&step_ctx, labels::component::CREDENTIAL_MIGRATE, &run_hash).await
+                        {
+                            Err(failed) => steps::call_failed(&step_ctx, "credential-migrate", &failed),
+                            Ok(job) => {
+                                let started = job.as_ref().and_then(|j| {
+                                    j.status
+                                        .as_ref()
+                                        .and_then(|s| s.start_time.clone())
+                                        .or_else(|| j.metadata.creation_timestamp.clone())
+                                });
+                                if let Some(started_at) = started {
+                                    db.credential_migration = Some(CredentialMigrationStatus {
+                                        keys_hash: keys_hash.clone(),
+                                        started_at,
+                                    });
+                                }
+                                state
+                            }
                         }
                     }
-                    state
                 }
             },
         },
@@ -367,6 +486,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
         if let Some(at) = s.wake_after() {
             wake = wake.min(at);
         }
+        call_failed |= matches!(s, StepState::CallFailed(..));
     }
     let desired = vec![
         database.condition(DATABASE_READY, "database and user ready"),
@@ -393,19 +513,22 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             database: Some(db),
             ..Default::default()
         };
-        let api: Api<KeystoneAPI> = Api::namespaced(ctx.client.clone(), &ns);
-        operator_common::apply::apply_status(&api, &name, CONTROLLER, &status)
-            .await
-            .map_err(kube_err)?;
+        write_status(ctx, ks, &status).await?;
     }
-    Ok(Action::requeue(wake))
+    Ok((Action::requeue(wake), call_failed))
 }
 
 /// Decides what to do after a failed reconcile.
-pub fn error_policy(_obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.record_failure(error.category());
     match error {
         Error::InvalidObject { .. } => Action::await_change(),
-        Error::Kube { .. } | Error::HmacKey { .. } => Action::requeue(Duration::from_secs(5)),
+        Error::Kube { .. } | Error::HmacKey { .. } => {
+            let retry_in = ctx
+                .backoff
+                .next(&operator_common::backoff::guard_key(obj.as_ref()));
+            tracing::warn!(%error, ?retry_in, "reconcile failed");
+            Action::requeue(retry_in)
+        }
     }
 }

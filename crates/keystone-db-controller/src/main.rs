@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         metrics: rt.metrics.clone(),
         recorder: rt.recorder(),
         applied: applied.clone(),
+        backoff: Default::default(),
     });
     let ours = watcher::Config::default()
         .labels(&format!("{}={}", labels::MANAGED_BY, CONTROLLER.field_manager()))

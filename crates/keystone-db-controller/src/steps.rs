@@ -15,7 +15,9 @@ use keystone_types::conditions::reasons;
 use operator_common::conditions::Desired;
 
 use crate::build::jobs::{ATTEMPT, INPUTS_HASH};
-use crate::{Context, Error, RETRY_ANNOTATION};
+use operator_common::backoff::FailedCall;
+
+use crate::{Context, RETRY_ANNOTATION};
 
 /// Job annotation: the retry request value it was started under.
 pub const RETRY_OF: &str = "keystone.openstack.org/retry-of";
@@ -34,6 +36,8 @@ pub struct StepContext<'a> {
     pub ks: &'a KeystoneAPI,
     /// Now.
     pub now: Timestamp,
+    /// The KeystoneAPI's key in the controller's backoff.
+    pub backoff_key: String,
 }
 
 /// One step's identity.
@@ -60,6 +64,9 @@ pub enum StepState {
     Waiting(String),
     /// Cannot go on until a user acts: the reason and what to do.
     Blocked(&'static str, String),
+    /// An API call of the step failed: the reason, the message (naming the object and the API server's
+    /// answer) and when to try again.
+    CallFailed(&'static str, String, Duration),
 }
 
 impl StepState {
@@ -70,14 +77,18 @@ impl StepState {
             StepState::Running(m) => Desired::not_ok(type_, "Running", m.clone()),
             StepState::Failed(m, _) => Desired::not_ok(type_, "JobFailed", m.clone()),
             StepState::Waiting(m) => Desired::not_ok(type_, "Waiting", m.clone()),
-            StepState::Blocked(reason, m) => Desired::not_ok(type_, *reason, m.clone()),
+            StepState::Blocked(reason, m) | StepState::CallFailed(reason, m, _) => {
+                Desired::not_ok(type_, *reason, m.clone())
+            }
         }
     }
 
     /// When to look again.
     pub fn wake_after(&self) -> Option<Duration> {
         match self {
-            StepState::Failed(_, d) => Some((*d).max(Duration::from_secs(1))),
+            StepState::Failed(_, d) | StepState::CallFailed(_, _, d) => {
+                Some((*d).max(Duration::from_secs(1)))
+            }
             StepState::Running(_) => Some(Duration::from_secs(60)),
             // What the user must fix may not wake a watch (a Secret we do not watch): look again soon.
             StepState::Blocked(..) => Some(Duration::from_secs(30)),
@@ -139,12 +150,7 @@ async fn publish(sc: &StepContext<'_>, type_: EventType, reason: &str, note: Str
     operator_common::events::publish(&sc.ctx.recorder, &sc.ks.object_ref(&()), type_, reason, note).await;
 }
 
-async fn start(
-    sc: &StepContext<'_>,
-    api: &Api<Job>,
-    mut job: Job,
-    retry: Option<&str>,
-) -> Result<String, Error> {
+async fn start(api: &Api<Job>, mut job: Job, retry: Option<&str>) -> Result<String, FailedCall> {
     if let Some(r) = retry {
         job.annotations_mut().insert(RETRY_OF.into(), r.into());
     }
@@ -152,15 +158,17 @@ async fn start(
     match api.create(&PostParams::default(), &job).await {
         Ok(_) => Ok(name),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(name),
-        Err(source) => Err(Error::Kube {
-            name: sc.ks.name_any(),
+        Err(source) => Err(FailedCall {
+            condition: None,
+            action: "creating",
+            object: format!("Job {name}"),
             source,
         }),
     }
 }
 
 /// The latest attempt's Job of component `component` for inputs `hash`.
-pub async fn latest(sc: &StepContext<'_>, component: &str, hash: &str) -> Result<Option<Job>, Error> {
+pub async fn latest(sc: &StepContext<'_>, component: &str, hash: &str) -> Result<Option<Job>, FailedCall> {
     let ns = sc.ks.namespace().unwrap_or_default();
     let api: Api<Job> = Api::namespaced(sc.ctx.client.clone(), &ns);
     let selector = format!(
@@ -171,8 +179,10 @@ pub async fn latest(sc: &StepContext<'_>, component: &str, hash: &str) -> Result
     Ok(api
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(|source| Error::Kube {
-            name: sc.ks.name_any(),
+        .map_err(|source| FailedCall {
+            condition: None,
+            action: "listing",
+            object: format!("Jobs {selector}"),
             source,
         })?
         .items
@@ -180,12 +190,34 @@ pub async fn latest(sc: &StepContext<'_>, component: &str, hash: &str) -> Result
         .max_by_key(attempt_of))
 }
 
+/// Runs (or follows) the step's Job like [`follow`]; a failed API call becomes the step's state (its
+/// condition names the object and the API server's answer) with this KeystoneAPI's next backoff.
+pub async fn run(sc: &StepContext<'_>, step: &Step<'_>, build: impl Fn(u32) -> Job) -> StepState {
+    match follow(sc, step, build).await {
+        Ok(state) => state,
+        Err(failed) => call_failed(sc, step.kind, &failed),
+    }
+}
+
+/// The state of step `kind` after `failed`, retrying with this KeystoneAPI's next backoff.
+pub fn call_failed(sc: &StepContext<'_>, kind: &str, failed: &FailedCall) -> StepState {
+    let retry_in = sc.ctx.backoff.next(&sc.backoff_key);
+    tracing::warn!(step = kind, error = %failed, ?retry_in, "API call failed");
+    let c =
+        operator_common::backoff::failed_call("", failed.action, &failed.object, &failed.source, retry_in);
+    StepState::CallFailed(
+        operator_common::backoff::reason(&failed.source),
+        c.message,
+        retry_in,
+    )
+}
+
 /// Runs (or follows) the step's Job; `build(attempt)` makes the Job for an attempt.
-pub async fn run(
+async fn follow(
     sc: &StepContext<'_>,
     step: &Step<'_>,
     build: impl Fn(u32) -> Job,
-) -> Result<StepState, Error> {
+) -> Result<StepState, FailedCall> {
     if step.recorded == Some(step.hash) {
         return Ok(StepState::Done);
     }
@@ -200,7 +232,7 @@ pub async fn run(
     let latest = latest(sc, &component, step.hash).await?;
     let retry_request = sc.ks.annotations().get(RETRY_ANNOTATION).cloned();
     let Some(job) = latest else {
-        let name = start(sc, &api, template, retry_request.as_deref()).await?;
+        let name = start(&api, template, retry_request.as_deref()).await?;
         return Ok(StepState::Running(format!("{} Job {name} started", step.kind)));
     };
     let name = job.name_any();
@@ -233,7 +265,7 @@ pub async fn run(
     let retry_now = retry_request.is_some()
         && retry_request.as_deref() != job.annotations().get(RETRY_OF).map(String::as_str);
     if retry_now || sc.now >= next_at {
-        let name = start(sc, &api, build(next_attempt), retry_request.as_deref()).await?;
+        let name = start(&api, build(next_attempt), retry_request.as_deref()).await?;
         return Ok(StepState::Running(format!(
             "{} Job {name} started (attempt {})",
             step.kind,

@@ -595,3 +595,93 @@ async fn a_requested_credential_rotation_migrates_rotates_migrates_again_and_the
     assert!(migrated.started_at.0.as_second() >= migrate_after.as_second());
     env.ns.delete().await;
 }
+
+/// A Job the API server refuses (a quota) ends in its step's condition, naming the Job and the answer, while
+/// the steps before it stay recorded: once their Jobs are gone (as their TTL removes them) nothing runs again,
+/// and the refused step starts by itself when the refusal is lifted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_job_is_reported_and_the_steps_before_it_never_run_again() {
+    let env = env(
+        "db-refused",
+        &[
+            "keystone-db-controller",
+            "keystone-api-controller",
+            "keystone-fernet-controller",
+        ],
+    )
+    .await;
+    let client = env.keystones.clone().into_client();
+    // Room for the database and db-sync Jobs only.
+    let quota = test_support::quota::limit(
+        &client,
+        &env.ns.name,
+        "two-jobs",
+        json!({"count/jobs.batch": "2"}),
+    )
+    .await;
+    let ks: KeystoneAPI = serde_json::from_value(json!({
+        "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI", "metadata": {"name": "keystone"},
+        "spec": {"replicas": 0}
+    }))
+    .unwrap();
+    env.keystones.create(&PostParams::default(), &ks).await.unwrap();
+    let message = wait::until(
+        "BootstrapReady RequestForbidden",
+        Duration::from_secs(90),
+        || async {
+            env.driver
+                .drive_keystone(Outcome::Succeeded)
+                .await
+                .map_err(|e| e.to_string())?;
+            match env.condition(conditions::BOOTSTRAP_READY).await {
+                Some((s, r, m)) if s == "False" && r == "RequestForbidden" => Ok(m),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        message.starts_with("creating Job keystone-bootstrap")
+            && message.contains("exceeded quota: two-jobs")
+            && message.contains("next attempt in"),
+        "{message}"
+    );
+    for type_ in [conditions::DATABASE_READY, conditions::DB_SYNC_READY] {
+        assert_eq!(
+            env.condition(type_).await.map(|c| c.0).as_deref(),
+            Some("True"),
+            "{type_}"
+        );
+    }
+    let recorded = env
+        .keystones
+        .get("keystone")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .database
+        .unwrap();
+    assert!(
+        recorded.db_create_hash.is_some() && recorded.db_sync_hash.is_some(),
+        "{recorded:?}"
+    );
+    // The finished Jobs go, as their TTL would take them; that also makes room for bootstrap.
+    for component in ["db-create", "db-sync"] {
+        for job in env.job_names(component).await {
+            env.jobs
+                .delete(&job, &kube::api::DeleteParams::background())
+                .await
+                .unwrap();
+        }
+    }
+    test_support::quota::lift(&quota, "two-jobs").await;
+    env.drive_until(conditions::BOOTSTRAP_READY, "True", Outcome::Succeeded)
+        .await;
+    assert!(
+        env.job_names("db-create").await.is_empty(),
+        "the database step ran again"
+    );
+    assert!(env.job_names("db-sync").await.is_empty(), "db-sync ran again");
+    env.ns.delete().await;
+}

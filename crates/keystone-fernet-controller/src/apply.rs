@@ -138,9 +138,13 @@ pub async fn fernet_keys(
     let secret_name = names::fernet_keys_secret(&name);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ks.namespace().unwrap_or_default());
     let request = annotation(ks, ROTATE_REQUEST);
-    let kube_err = |source| Error::Kube {
-        name: name.clone(),
-        source,
+    let kube_err = |source| {
+        Error::kube(
+            &name,
+            FERNET_KEYS_READY,
+            "writing",
+            format!("Secret {secret_name}"),
+        )(source)
     };
 
     let Some(secret) = existing else {
@@ -469,9 +473,13 @@ pub async fn credential_keys(
     let name = ks.name_any();
     let secret_name = names::credential_keys_secret(&name);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ks.namespace().unwrap_or_default());
-    let kube_err = |source| Error::Kube {
-        name: name.clone(),
-        source,
+    let kube_err = |source| {
+        Error::kube(
+            &name,
+            CREDENTIAL_KEYS_READY,
+            "writing",
+            format!("Secret {secret_name}"),
+        )(source)
     };
     let previous_hash = ks
         .status
@@ -743,10 +751,12 @@ async fn credential_cycle(
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Step::Retry),
         Err(source) => {
-            return Err(Error::Kube {
-                name: ks.name_any(),
-                source,
-            });
+            return Err(Error::kube(
+                &ks.name_any(),
+                CREDENTIAL_KEYS_READY,
+                "writing",
+                format!("Secret {secret_name}"),
+            )(source));
         }
     }
     tracing::info!(secret = %secret_name, phase = %record.phase, "credential key rotation step");

@@ -24,6 +24,7 @@ use kube::{Api, Client, ResourceExt};
 
 use keystone_types::KeystoneAPI;
 use keystone_types::conditions::{Controller, FERNET_KEYS_READY, reasons};
+use operator_common::backoff::FailedCall;
 use operator_common::conditions::Desired;
 use operator_common::metrics::ControllerMetrics;
 
@@ -53,6 +54,8 @@ pub struct Context {
     pub min_rotation_interval: Duration,
     /// `--key-propagation-allowance`.
     pub key_propagation_allowance: Duration,
+    /// Per-KeystoneAPI backoff after failures.
+    pub backoff: Arc<operator_common::backoff::Backoff>,
 }
 
 /// Why a reconcile failed.
@@ -66,14 +69,14 @@ pub enum Error {
         /// Deserialization error.
         message: String,
     },
-    /// A Kubernetes API call failed.
-    #[error("Kubernetes API call failed for {name}: {source}")]
+    /// A Kubernetes API call about one object failed.
+    #[error("KeystoneAPI {name}: {failed}")]
     Kube {
-        /// Object name.
+        /// KeystoneAPI name.
         name: String,
-        /// The client error.
+        /// The call.
         #[source]
-        source: kube::Error,
+        failed: FailedCall,
     },
     /// Generating key material for a rotation failed; nothing was written.
     #[error("cannot generate a fernet key for {name}; nothing was written: {source}")]
@@ -87,6 +90,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// For `map_err`: `action` on `object` (`Kind name`) of KeystoneAPI `name` failed; reported under
+    /// `condition`.
+    pub fn kube(
+        name: &str,
+        condition: &'static str,
+        action: &'static str,
+        object: impl Into<String>,
+    ) -> impl FnOnce(kube::Error) -> Error {
+        let name = name.to_owned();
+        let failed = FailedCall::under(condition, action, object);
+        move |source| Error::Kube {
+            name,
+            failed: failed(source),
+        }
+    }
+
     /// Short, stable category: the metric label, the log field and the Event reason.
     pub fn category(&self) -> &'static str {
         match self {
@@ -97,12 +116,36 @@ impl Error {
     }
 }
 
-/// Reconciles one KeystoneAPI's keys.
+/// Reconciles one KeystoneAPI's keys. A failed API call about a key Secret is reported under that Secret's
+/// condition (False, naming it; the API server's message is not copied for a Secret) and retried with this
+/// object's backoff.
 #[tracing::instrument(skip_all, fields(generation))]
 pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start_reconcile();
     let watched = operator_common::guard::keystone(&obj)
         .map_err(|(name, message)| Error::InvalidObject { name, message })?;
+    let key = operator_common::backoff::key(watched);
+    match reconcile_keys(watched, &ctx).await {
+        Ok(action) => {
+            ctx.backoff.reset(&key);
+            Ok(action)
+        }
+        Err(Error::Kube { name, failed }) if failed.condition.is_some() => {
+            ctx.metrics.record_failure("kube_api");
+            let retry_in = ctx.backoff.next(&key);
+            tracing::warn!(%name, error = %failed, ?retry_in, "API call failed");
+            if let Some(condition) = failed.condition(retry_in) {
+                let api: Api<KeystoneAPI> =
+                    Api::namespaced(ctx.client.clone(), &watched.namespace().unwrap_or_default());
+                status::write_failure(&api, watched, condition).await?;
+            }
+            Ok(Action::requeue(retry_in))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn reconcile_keys(watched: &KeystoneAPI, ctx: &Context) -> Result<Action, Error> {
     let (namespace, name) = (watched.namespace().unwrap_or_default(), watched.name_any());
     // A few rounds at most: each Retry means another writer changed a Secret between our read and write.
     for _ in 0..3 {
@@ -129,7 +172,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
                         wake_at: None,
                     };
                     let cred =
-                        match apply::credential_keys(&ctx, &ks, inputs.credential_secret, now.as_second())
+                        match apply::credential_keys(ctx, &ks, inputs.credential_secret, now.as_second())
                             .await?
                         {
                             Step::Done(c) => c,
@@ -142,12 +185,12 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             };
 
         let fernet =
-            match apply::fernet_keys(&ctx, &ks, inputs.fernet_secret, &policy, now.as_second()).await? {
+            match apply::fernet_keys(ctx, &ks, inputs.fernet_secret, &policy, now.as_second()).await? {
                 Step::Done(f) => f,
                 Step::Retry => continue,
             };
         let cred: CredentialOutcome =
-            match apply::credential_keys(&ctx, &ks, inputs.credential_secret, now.as_second()).await? {
+            match apply::credential_keys(ctx, &ks, inputs.credential_secret, now.as_second()).await? {
                 Step::Done(c) => c,
                 Step::Retry => continue,
             };
@@ -161,7 +204,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             now,
         );
         status::write(&api, &name, &status, changed).await?;
-        observe(&ctx, &namespace, &name, &fernet, now.as_second());
+        observe(ctx, &namespace, &name, &fernet, now.as_second());
 
         let wake_at = match (fernet.wake_at, cred.wake_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -207,11 +250,17 @@ fn observe(ctx: &Context, namespace: &str, name: &str, fernet: &FernetOutcome, n
 }
 
 /// Decides what to do after a failed reconcile.
-pub fn error_policy(_obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.record_failure(error.category());
     match error {
         Error::InvalidObject { .. } => Action::await_change(),
-        Error::Kube { .. } | Error::KeyGeneration { .. } => Action::requeue(Duration::from_secs(5)),
+        Error::Kube { .. } | Error::KeyGeneration { .. } => {
+            let retry_in = ctx
+                .backoff
+                .next(&operator_common::backoff::guard_key(obj.as_ref()));
+            tracing::warn!(%error, ?retry_in, "reconcile failed");
+            Action::requeue(retry_in)
+        }
     }
 }
 

@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         recorder: rt.recorder(),
         min_rotation_interval: args.min_rotation_interval,
         key_propagation_allowance: args.key_propagation_allowance,
+        backoff: Default::default(),
     });
 
     let keystones = rt.keystoneapi_api::<DeserializeGuard<KeystoneAPI>>();

@@ -5,7 +5,9 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
+use keystone_types::conditions::{CREDENTIAL_KEYS_READY, FERNET_KEYS_READY};
 use keystone_types::{KeystoneAPI, names};
+use operator_common::backoff::FailedCall;
 
 use crate::Error;
 
@@ -22,21 +24,33 @@ pub struct Inputs {
 
 /// Reads the KeystoneAPI and its two key Secrets.
 pub async fn inputs(client: &Client, namespace: &str, name: &str) -> Result<Inputs, Error> {
-    let kube_err = |source| Error::Kube {
-        name: name.to_owned(),
-        source,
-    };
     let keystones: Api<KeystoneAPI> = Api::namespaced(client.clone(), namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let (fernet, credential) = (
+        names::fernet_keys_secret(name),
+        names::credential_keys_secret(name),
+    );
     Ok(Inputs {
-        keystone: keystones.get_opt(name).await.map_err(kube_err)?,
-        fernet_secret: secrets
-            .get_opt(&names::fernet_keys_secret(name))
-            .await
-            .map_err(kube_err)?,
-        credential_secret: secrets
-            .get_opt(&names::credential_keys_secret(name))
-            .await
-            .map_err(kube_err)?,
+        keystone: keystones.get_opt(name).await.map_err(|source| Error::Kube {
+            name: name.to_owned(),
+            failed: FailedCall {
+                condition: None,
+                action: "reading",
+                object: format!("KeystoneAPI {name}"),
+                source,
+            },
+        })?,
+        fernet_secret: secrets.get_opt(&fernet).await.map_err(Error::kube(
+            name,
+            FERNET_KEYS_READY,
+            "reading",
+            format!("Secret {fernet}"),
+        ))?,
+        credential_secret: secrets.get_opt(&credential).await.map_err(Error::kube(
+            name,
+            CREDENTIAL_KEYS_READY,
+            "reading",
+            format!("Secret {credential}"),
+        ))?,
     })
 }

@@ -12,6 +12,7 @@ use kube::{Api, ResourceExt};
 use keystone_types::conditions::{ROTATION_POLICY_SAFE, reasons};
 use keystone_types::v1beta1::FernetStatus;
 use keystone_types::{KeystoneAPI, KeystoneAPIStatus, names};
+use operator_common::backoff::FailedCall;
 use operator_common::conditions::{Desired, reconcile};
 
 use crate::apply::{CredentialOutcome, FernetOutcome};
@@ -132,8 +133,36 @@ pub async fn write(
         .map(|_| ())
         .map_err(|source| Error::Kube {
             name: name.to_owned(),
-            source,
+            failed: FailedCall {
+                condition: None,
+                action: "writing",
+                object: format!("KeystoneAPI {name} status"),
+                source,
+            },
         })
+}
+
+/// Writes `failed` with this controller's other conditions and its `fernet` section as they stand.
+pub async fn write_failure(api: &Api<KeystoneAPI>, ks: &KeystoneAPI, failed: Desired) -> Result<(), Error> {
+    let existing = ks
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let own = keystone_types::conditions::owned_by(CONTROLLER).chain([ROTATION_POLICY_SAFE]);
+    let conditions = operator_common::conditions::replace_own(
+        &existing,
+        own,
+        std::slice::from_ref(&failed),
+        ks.metadata.generation,
+        Timestamp::now(),
+    );
+    let status = KeystoneAPIStatus {
+        conditions: Some(conditions),
+        fernet: ks.status.as_ref().and_then(|s| s.fernet.clone()),
+        ..Default::default()
+    };
+    write(api, &ks.metadata.name.clone().unwrap_or_default(), &status, true).await
 }
 
 #[cfg(test)]

@@ -756,3 +756,31 @@ async fn a_fernet_key_secret_the_operator_did_not_create_is_used_only_on_request
     );
     env.ns.delete().await;
 }
+
+/// A key Secret the API server refuses (a quota allowing no Secret) ends in `FernetKeysReady=False` naming the
+/// Secret, without copying the API server's message (it may quote a refused value); the keys are created by
+/// themselves once the refusal is lifted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_key_secret_is_reported_and_created_once_allowed() {
+    let env = Env::new("fernet-refused", "5m").await;
+    let quota =
+        test_support::quota::limit(&env.client, &env.ns.name, "no-secrets", json!({"secrets": "0"})).await;
+    let _proc = env.start_controller().await;
+    env.create("keystone", json!({"replicas": 0})).await;
+    let ks = env
+        .wait_condition("keystone", FERNET_KEYS_READY, "False", Some("RequestForbidden"))
+        .await;
+    let message = condition_message(&ks, FERNET_KEYS_READY);
+    assert!(
+        message
+            .starts_with("writing Secret keystone-fernet-keys failed: the API server answered 403 Forbidden")
+            && !message.contains("exceeded quota"),
+        "{message}"
+    );
+    test_support::quota::lift(&quota, "no-secrets").await;
+    env.wait_condition("keystone", FERNET_KEYS_READY, "True", None)
+        .await;
+    env.wait_condition("keystone", CREDENTIAL_KEYS_READY, "True", None)
+        .await;
+    env.ns.delete().await;
+}

@@ -84,6 +84,28 @@ pub fn reconcile(
     (out, changed)
 }
 
+/// A controller's own rows after some of them changed: every type in `owned`, in that order, is `changed`'s
+/// row when there is one (built with [`next`]) and otherwise the current row as it stands (its
+/// `observedGeneration` included: nothing new was learned about it); types with neither are left out.
+pub fn replace_own<'a>(
+    current: &[Condition],
+    owned: impl IntoIterator<Item = &'a str>,
+    changed: &[Desired],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    owned
+        .into_iter()
+        .filter_map(|t| {
+            let existing = current.iter().find(|c| c.type_ == t);
+            match changed.iter().find(|d| d.type_ == t) {
+                Some(d) => Some(next(existing, d, generation, now)),
+                None => existing.cloned(),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

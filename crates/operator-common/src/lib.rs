@@ -3,6 +3,7 @@
 //! controller's own status fields, condition bookkeeping, leader election, and graceful shutdown.
 
 pub mod apply;
+pub mod backoff;
 pub mod cli;
 pub mod conditions;
 pub mod crd;

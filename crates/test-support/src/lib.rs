@@ -12,6 +12,7 @@ pub mod keystone;
 pub mod mariadb;
 pub mod pods;
 pub mod process;
+pub mod quota;
 pub mod tcp_proxy;
 pub mod wait;
 

@@ -9,15 +9,12 @@ pub mod endpoint;
 pub mod service;
 pub mod target;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
@@ -94,42 +91,6 @@ impl CatalogMetrics {
     }
 }
 
-/// Per-object exponential backoff for failed reconciles: 5 s, 10 s, 20 s, … up to 5 min, with ±10 % jitter;
-/// forgotten on the next success.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-impl Backoff {
-    const BASE: Duration = Duration::from_secs(5);
-    const MAX: Duration = Duration::from_secs(300);
-
-    /// The delay before retrying `key` after one more failure.
-    pub fn next(&self, key: &str) -> Duration {
-        let n = {
-            let mut f = self
-                .failures
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = f.entry(key.to_owned()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
-        let delay = Self::BASE.saturating_mul(1u32 << (n - 1).min(16)).min(Self::MAX);
-        let jitter = rand::random_range(0.9..1.1);
-        delay.mul_f64(jitter)
-    }
-
-    /// Forgets the failures of `key`.
-    pub fn reset(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(key);
-    }
-}
-
 /// Shared state of the two catalog controllers.
 #[allow(missing_debug_implementations)]
 pub struct Catalog {
@@ -142,7 +103,7 @@ pub struct Catalog {
     /// Metrics.
     pub metrics: CatalogMetrics,
     /// Backoff per object.
-    pub backoff: Backoff,
+    pub backoff: operator_common::backoff::Backoff,
     /// Events.
     pub recorder: Recorder,
 }
@@ -306,10 +267,7 @@ pub(crate) fn is_ours(owner: Option<&str>, mark: &str, id: &str, created_id: Opt
     owner == Some(mark) || (owner.is_none() && created_id == Some(id))
 }
 
-/// The backoff key of an object.
-pub(crate) fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    ObjectRef::from_obj(obj).to_string()
-}
+pub(crate) use operator_common::backoff::key;
 
 /// After a failure: count it and retry with this object's backoff.
 pub(crate) fn retry<K: Resource<DynamicType = ()>>(
@@ -371,25 +329,6 @@ mod tests {
         )));
         assert!(!keystone_api_still_there(&c(reasons::KEYSTONE_API_NOT_FOUND)));
         assert!(!keystone_api_still_there(&c(reasons::KEYSTONE_API_AMBIGUOUS)));
-    }
-
-    #[test]
-    fn backoff_doubles_to_a_ceiling_and_resets() {
-        let b = Backoff::default();
-        let d: Vec<f64> = (0..9).map(|_| b.next("ns/x").as_secs_f64()).collect();
-        for (i, want) in [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0, 300.0]
-            .iter()
-            .enumerate()
-        {
-            assert!(
-                (d[i] - want).abs() <= want * 0.1 + 1e-9,
-                "try {i}: {} vs {want}",
-                d[i]
-            );
-        }
-        assert!(b.next("ns/y").as_secs_f64() <= 5.5, "per object");
-        b.reset("ns/x");
-        assert!(b.next("ns/x").as_secs_f64() <= 5.5);
     }
 
     #[test]
