@@ -88,6 +88,11 @@ grant. RBAC cannot restrict names the operator derives from the KeystoneAPI's na
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create]
+# The pods of a running Job: one that cannot start (image, config, scheduling) is reported with the kubelet's
+# reason before the Job's deadline.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 # The trust-flush CronJob.
 - apiGroups: [batch]
   resources: [cronjobs]

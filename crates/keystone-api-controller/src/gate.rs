@@ -24,7 +24,7 @@ pub mod reasons {
     pub const AVAILABLE: &str = "Available";
     /// Not all ready, and some pod cannot start (image pull, crash loop, config error, unschedulable, or still
     /// creating its containers after several minutes): the message names the pod and the kubelet's reason.
-    pub const PODS_NOT_STARTING: &str = "PodsNotStarting";
+    pub const PODS_NOT_STARTING: &str = keystone_types::pod_status::PODS_NOT_STARTING;
 }
 
 /// The decision.

@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 
 use keystone_types::conditions::{self, DEPLOYMENT_READY, NETWORK_ATTACHMENTS_READY, READY};
+use keystone_types::pod_status::{pod_ready, stuck_pods};
 use keystone_types::v1beta1::{ApiEndpoints, ApiStatus};
 use keystone_types::{KeystoneAPI, KeystoneAPIStatus};
 use operator_common::backoff::FailedCall;
@@ -20,84 +21,6 @@ use crate::{CONTROLLER, Error};
 
 /// Multus's per-pod report of its interfaces.
 const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
-
-fn pod_ready(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none()
-        && p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Container waiting reasons that mean the pod will not become ready by itself soon.
-const STUCK_REASONS: &[&str] = &[
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-];
-
-/// How long a pod may stay in ContainerCreating (volumes, network) before it is reported.
-pub const CREATING_DEADLINE_SECONDS: i64 = 300;
-
-/// Why pods that are not ready cannot start, one line each (`pod: reason: message`), at `now`.
-pub fn stuck_pods(pods: &[Pod], now: Timestamp) -> Vec<String> {
-    let mut out = Vec::new();
-    for pod in pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && !pod_ready(p))
-    {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let Some(st) = pod.status.as_ref() else { continue };
-        let unschedulable = st.conditions.iter().flatten().find(|c| {
-            c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
-        });
-        if let Some(c) = unschedulable {
-            out.push(format!(
-                "{name}: Unschedulable: {}",
-                c.message.clone().unwrap_or_default()
-            ));
-            continue;
-        }
-        let since = st
-            .start_time
-            .as_ref()
-            .or(pod.metadata.creation_timestamp.as_ref())
-            .map_or(now, |t| t.0);
-        let waiting_for = now.as_second().saturating_sub(since.as_second());
-        for cs in st
-            .init_container_statuses
-            .iter()
-            .flatten()
-            .chain(st.container_statuses.iter().flatten())
-        {
-            let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
-                continue;
-            };
-            let reason = w.reason.as_deref().unwrap_or_default();
-            let stuck = STUCK_REASONS.contains(&reason)
-                || (reason == "ContainerCreating" && waiting_for > CREATING_DEADLINE_SECONDS)
-                || (reason == "PodInitializing" && waiting_for > CREATING_DEADLINE_SECONDS);
-            if stuck {
-                let message = w.message.as_deref().unwrap_or_default();
-                let mut line = format!("{name}: {reason}");
-                if reason == "ContainerCreating" || reason == "PodInitializing" {
-                    // A fixed text: a growing count would rewrite the status at every reconcile.
-                    line.push_str(&format!(" for more than {CREATING_DEADLINE_SECONDS}s"));
-                }
-                if !message.is_empty() {
-                    line.push_str(&format!(": {}", message.chars().take(200).collect::<String>()));
-                }
-                out.push(line);
-                break;
-            }
-        }
-    }
-    out
-}
 
 /// `DeploymentReady` from the gate and the Deployment's status; when not all replicas are ready, the pods that
 /// cannot start are named with the kubelet's reason.

@@ -373,3 +373,90 @@ async fn catalog_objects_find_their_keystone_api_back_off_on_an_outage_and_never
         t.elapsed()
     );
 }
+
+/// A KeystoneService that created its user and service in Keystone, deleted while its KeystoneAPI exists but
+/// is not Ready: the finalizer stays and the object says it waits (`WaitingToDelete`) instead of leaving the user
+/// behind; once the KeystoneAPI is gone there is nothing left to remove them from, and the object goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn deletion_waits_for_a_keystone_api_that_is_not_ready() {
+    use kube::api::{Patch, PatchParams};
+    let cluster = test_cluster().await;
+    let client = cluster.client().await;
+    let ns = TestNamespace::new(&client, "catalog-wait").await;
+    let osp: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "osp-secret"},
+        "stringData": {"AdminPassword": "admin$pw", "KeystoneDatabasePassword": "db", "DbRootPassword": "root",
+                       "PlacementPassword": "placement$pw"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &osp)
+        .await
+        .unwrap();
+    let mut proc = ControllerProcess::start(BINARY, cluster, Some(&ns.name), &[]);
+    proc.wait_ready().await;
+    let services: Api<KeystoneService> = Api::namespaced(client.clone(), &ns.name);
+    let keystones: Api<KeystoneAPI> = Api::namespaced(client.clone(), &ns.name);
+    keystones
+        .create(&PostParams::default(), &keystone_api("keystone"))
+        .await
+        .unwrap();
+    services
+        .create(&PostParams::default(), &keystone_service("placement", json!({})))
+        .await
+        .unwrap();
+    wait_service_condition(
+        &services,
+        "placement",
+        catalog::conditions::KEYSTONE_API_READY,
+        "False",
+        catalog::conditions::reasons::WAITING_FOR_KEYSTONE_API,
+    )
+    .await;
+    // What the object records after creating its user and service in Keystone (while the KeystoneAPI was Ready).
+    services
+        .patch_status(
+            "placement",
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({"status": {"keystoneAPI": "keystone", "serviceID": "s-1", "serviceAdopted": false,
+                                             "userID": "u-1", "userAdopted": false}}),
+            ),
+        )
+        .await
+        .unwrap();
+    services
+        .delete("placement", &DeleteParams::default())
+        .await
+        .unwrap();
+    let msg = wait_service_condition(
+        &services,
+        "placement",
+        catalog::conditions::KEYSTONE_API_READY,
+        "False",
+        catalog::conditions::reasons::DELETION_WAITING,
+    )
+    .await;
+    assert!(
+        msg.contains("waiting for the KeystoneAPI to remove the user and service this object created")
+            && msg.contains("KeystoneAPI keystone is not Ready"),
+        "{msg}"
+    );
+    let waiting = services.get("placement").await.unwrap();
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    assert!(
+        waiting
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&SERVICE_FINALIZER.to_owned())
+    );
+    // The KeystoneAPI goes: what it held goes with it, and so does the object.
+    keystones
+        .delete("keystone", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&keystones, "keystone", Duration::from_secs(30)).await;
+    wait_gone(&services, "placement", Duration::from_secs(30)).await;
+    ns.delete().await;
+}

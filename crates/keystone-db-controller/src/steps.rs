@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::events::EventType;
@@ -58,6 +59,8 @@ pub enum StepState {
     Done,
     /// A Job is running.
     Running(String),
+    /// A Job's pod cannot start (image, config, scheduling): the message names it with the kubelet's reason.
+    PodsNotStarting(String),
     /// The last Job failed; the next attempt starts after the given delay.
     Failed(String, Duration),
     /// Waiting for something else (another step, another controller, a Secret).
@@ -75,6 +78,9 @@ impl StepState {
         match self {
             StepState::Done => Desired::ok(type_, reasons::SUCCEEDED, done),
             StepState::Running(m) => Desired::not_ok(type_, "Running", m.clone()),
+            StepState::PodsNotStarting(m) => {
+                Desired::not_ok(type_, keystone_types::pod_status::PODS_NOT_STARTING, m.clone())
+            }
             StepState::Failed(m, _) => Desired::not_ok(type_, "JobFailed", m.clone()),
             StepState::Waiting(m) => Desired::not_ok(type_, "Waiting", m.clone()),
             StepState::Blocked(reason, m) | StepState::CallFailed(reason, m, _) => {
@@ -89,7 +95,8 @@ impl StepState {
             StepState::Failed(_, d) | StepState::CallFailed(_, _, d) => {
                 Some((*d).max(Duration::from_secs(1)))
             }
-            StepState::Running(_) => Some(Duration::from_secs(60)),
+            // Job pods do not wake this controller: look again for one that cannot start.
+            StepState::Running(_) | StepState::PodsNotStarting(_) => Some(Duration::from_secs(30)),
             // What the user must fix may not wake a watch (a Secret we do not watch): look again soon.
             StepState::Blocked(..) => Some(Duration::from_secs(30)),
             _ => None,
@@ -190,6 +197,22 @@ pub async fn latest(sc: &StepContext<'_>, component: &str, hash: &str) -> Result
         .max_by_key(attempt_of))
 }
 
+/// Why the pods of Job `job` cannot start (empty when they can, or when they cannot be read: a Job that runs
+/// needs no pod read, so a failed read is only logged).
+async fn stuck_pods(sc: &StepContext<'_>, job: &str) -> Vec<String> {
+    let api: Api<Pod> = Api::namespaced(sc.ctx.client.clone(), &sc.ks.namespace().unwrap_or_default());
+    match api
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+    {
+        Ok(pods) => keystone_types::pod_status::stuck_pods(&pods.items, sc.now),
+        Err(e) => {
+            tracing::warn!(%job, error = %e, "cannot read the Job's pods");
+            Vec::new()
+        }
+    }
+}
+
 /// Runs (or follows) the step's Job like [`follow`]; a failed API call becomes the step's state (its
 /// condition names the object and the API server's answer) with this KeystoneAPI's next backoff.
 pub async fn run(sc: &StepContext<'_>, step: &Step<'_>, build: impl Fn(u32) -> Job) -> StepState {
@@ -247,7 +270,17 @@ async fn follow(
         return Ok(StepState::Done);
     }
     let Some(failed_at) = finished(&job, "Failed") else {
-        return Ok(StepState::Running(format!("{} Job {name} is running", step.kind)));
+        let stuck = stuck_pods(sc, &name).await;
+        if stuck.is_empty() {
+            return Ok(StepState::Running(format!("{} Job {name} is running", step.kind)));
+        }
+        return Ok(StepState::PodsNotStarting(format!(
+            "{} Job {name} is running but its pod cannot start ({}); it fails at its deadline of {} s unless this \
+             is fixed",
+            step.kind,
+            stuck.join("; "),
+            crate::build::jobs::JOB_DEADLINE_SECONDS
+        )));
     };
     let attempt = attempt_of(&job);
     let Some(next_attempt) = attempt.checked_add(1) else {

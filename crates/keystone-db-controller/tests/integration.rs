@@ -685,3 +685,59 @@ async fn a_refused_job_is_reported_and_the_steps_before_it_never_run_again() {
     assert!(env.job_names("db-sync").await.is_empty(), "db-sync ran again");
     env.ns.delete().await;
 }
+
+/// A Job whose pod cannot start (here its image cannot be pulled) is reported with the kubelet's reason while
+/// it waits, long before the Job's one-hour deadline; once the pod runs, the step goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_pod_that_cannot_start_is_reported_before_the_deadline() {
+    let env = env("db-stuck", &["keystone-db-controller"]).await;
+    let ks: KeystoneAPI = serde_json::from_value(json!({
+        "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI", "metadata": {"name": "keystone"},
+        "spec": {"replicas": 0}
+    }))
+    .unwrap();
+    env.keystones.create(&PostParams::default(), &ks).await.unwrap();
+    let job = env.wait_jobs("db-create", 1).await.remove(0);
+    let message = wait::until(
+        "DatabaseReady PodsNotStarting",
+        Duration::from_secs(60),
+        || async {
+            env.driver
+                .drive_pending(
+                    "app.kubernetes.io/component=db-create",
+                    Outcome::Waiting {
+                        reason: "ImagePullBackOff",
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            match env.condition(conditions::DATABASE_READY).await {
+                Some((s, r, m)) if s == "False" && r == "PodsNotStarting" => Ok(m),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        message.contains(&format!("Job {job} is running but its pod cannot start"))
+            && message.contains(&format!("{job}-"))
+            && message.contains("ImagePullBackOff: simulated ImagePullBackOff"),
+        "{message}"
+    );
+    // The image arrives: the pod runs to completion.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(env.keystones.clone().into_client(), &env.ns.name);
+    for pod in pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .unwrap()
+    {
+        env.driver
+            .set_status(&pod.name_any(), Outcome::Succeeded)
+            .await
+            .unwrap();
+    }
+    env.drive_until(conditions::DATABASE_READY, "True", Outcome::Succeeded)
+        .await;
+    env.ns.delete().await;
+}

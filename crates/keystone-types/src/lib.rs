@@ -8,6 +8,7 @@ pub mod duration;
 pub mod labels;
 pub mod names;
 pub mod pod;
+pub mod pod_status;
 pub mod rotation;
 pub mod v1beta1;
 pub mod validation;

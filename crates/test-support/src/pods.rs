@@ -33,6 +33,11 @@ pub enum Outcome {
         /// Container exit code.
         exit_code: i32,
     },
+    /// Pending, every container waiting with this kubelet reason (e.g. `ImagePullBackOff`).
+    Waiting {
+        /// The waiting reason.
+        reason: &'static str,
+    },
 }
 
 /// Drives pods of one namespace.
@@ -107,6 +112,11 @@ impl PodDriver {
                 "Failed",
                 false,
                 json!({ "terminated": { "exitCode": exit_code, "reason": "Error", "startedAt": now, "finishedAt": now } }),
+            ),
+            Outcome::Waiting { reason } => (
+                "Pending",
+                false,
+                json!({ "waiting": { "reason": reason, "message": format!("simulated {reason}") } }),
             ),
         };
         let statuses: Vec<_> = containers

@@ -417,7 +417,11 @@ async fn cleanup(ep: &KeystoneEndpoint, ctx: &Catalog) -> Result<Action, Error> 
             let what = created.then_some("the endpoints");
             if let Some(waiting) = super::wait_to_delete(ctx, ep, &condition, what).await {
                 write_status(ep, ctx, status.clone(), [Some(waiting), None, None]).await?;
-                return Ok(Action::requeue(Duration::from_secs(15)));
+                // An error keeps the finalizer (kube-runtime removes it after a cleanup that returns Ok).
+                return Err(Error::DeletionWaiting {
+                    name: ep.name_any(),
+                    what: what.unwrap_or_default().to_owned(),
+                });
             }
             tracing::info!(reason = %condition.reason, "{}; leaving Keystone as it is", condition.message);
             return Ok(Action::await_change());

@@ -131,6 +131,16 @@ pub enum Error {
         #[source]
         source: keystone_client::Error,
     },
+    /// Being deleted, and waiting for its KeystoneAPI to become usable again to remove what it created: an
+    /// error only so that kube-runtime's finalizer helper keeps the finalizer (a cleanup that returns `Ok`
+    /// removes it); the object's `KeystoneAPIReady` condition says `WaitingToDelete`.
+    #[error("{name} waits for its KeystoneAPI to remove {what} it created")]
+    DeletionWaiting {
+        /// Object name.
+        name: String,
+        /// What it created.
+        what: String,
+    },
     /// Adding or removing the finalizer failed.
     #[error("finalizer of {name}: {message}")]
     Finalizer {
@@ -148,6 +158,7 @@ impl Error {
             Error::Kube { .. } => "kube_api",
             Error::Keystone { source, .. } if source.is_transient() => "keystone_unavailable",
             Error::Keystone { .. } => "keystone_request",
+            Error::DeletionWaiting { .. } => "deletion_waiting",
             Error::Finalizer { .. } => "finalizer",
         }
     }

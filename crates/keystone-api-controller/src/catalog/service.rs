@@ -551,7 +551,12 @@ async fn cleanup(svc: &KeystoneService, ctx: &Catalog) -> Result<Action, Error> 
                     ..Default::default()
                 };
                 write_status(svc, ctx, report).await?;
-                return Ok(Action::requeue(Duration::from_secs(15)));
+                // An error keeps the finalizer (kube-runtime removes it after a cleanup that returns Ok);
+                // the retry backs off.
+                return Err(Error::DeletionWaiting {
+                    name: svc.name_any(),
+                    what: what.unwrap_or_default().to_owned(),
+                });
             }
             tracing::info!(reason = %condition.reason, "{}; leaving Keystone as it is", condition.message);
             return Ok(Action::await_change());
