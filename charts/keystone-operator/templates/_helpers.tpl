@@ -53,3 +53,32 @@ keystone.openstack.org/watch-namespace: {{ .scope }}
 {{- define "keystone-operator.serviceAccount" -}}
 {{- printf "%s-%s" (include "keystone-operator.fullname" .root) .controller -}}
 {{- end -}}
+
+{{/*
+OpenShift: whether the chart creates the dedicated SCC for the Keystone API pods (uid and fsGroup pinned to 42425).
+*/}}
+{{- define "keystone-operator.dedicatedSCC" -}}
+{{- $mode := .Values.openshift.scc -}}
+{{- if or (eq $mode "create") (and (eq $mode "auto") (.Capabilities.APIVersions.Has "security.openshift.io/v1")) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+The dedicated SCC's name (cluster-scoped: the release namespace keeps two releases apart).
+*/}}
+{{- define "keystone-operator.sccName" -}}
+{{- printf "%s-%s-keystone" .Release.Namespace (include "keystone-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The ClusterRole the api controller binds the Keystone pods' ServiceAccount to: `use` of the dedicated SCC, or
+OpenShift's nonroot-v2 without it.
+*/}}
+{{- define "keystone-operator.sccClusterRole" -}}
+{{- if include "keystone-operator.dedicatedSCC" . -}}
+{{- printf "%s-scc" (include "keystone-operator.sccName" . | trunc 59 | trimSuffix "-") -}}
+{{- else -}}
+system:openshift:scc:nonroot-v2
+{{- end -}}
+{{- end -}}

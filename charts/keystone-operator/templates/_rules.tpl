@@ -53,15 +53,16 @@ grant. RBAC cannot restrict names the operator derives from the KeystoneAPI's na
 - apiGroups: [k8s.cni.cncf.io]
   resources: [network-attachment-definitions]
   verbs: [get]
-# OpenShift: the API pods' ServiceAccount is bound to the nonroot-v2 SCC. Binding a ClusterRole needs `bind`
-# on exactly that ClusterRole (no other).
+# OpenShift: the API pods' ServiceAccount is bound to the chart's dedicated SCC (or nonroot-v2 without it).
+# Binding a ClusterRole needs `bind` on exactly that ClusterRole (no other); a binding to another SCC role is
+# deleted and recreated (its roleRef cannot change).
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [rolebindings]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [clusterroles]
   verbs: [bind]
-  resourceNames: [system:openshift:scc:nonroot-v2]
+  resourceNames: [{{ include "keystone-operator.sccClusterRole" . | quote }}]
 # The catalog: KeystoneServices and KeystoneEndpoints are watched, get a finalizer (added and removed by
 # patch) and their status (server-side apply). The service users' password Secrets are read with the
 # Secret grant above.

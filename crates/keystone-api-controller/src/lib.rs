@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::DeleteParams;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -56,6 +57,8 @@ pub struct Context {
     pub discovery: read::Discovery,
     /// Per-KeystoneAPI backoff after failures.
     pub backoff: operator_common::backoff::Backoff,
+    /// On OpenShift, the ClusterRole whose SCC the API pods' ServiceAccount is bound to (`--scc-cluster-role`).
+    pub scc_cluster_role: String,
 }
 
 /// Why a reconcile failed.
@@ -248,7 +251,28 @@ async fn reconcile_keystone(ks: &KeystoneAPI, ctx: &Context) -> Result<Action, E
         Some(why) => Desired::not_ok(SERVICE_READY, "WaitingForRoute", why),
     };
     if inputs.scc_available {
-        let binding = build::exposure::scc_role_binding(ks);
+        let binding = build::exposure::scc_role_binding(ks, &ctx.scc_cluster_role);
+        // A RoleBinding's roleRef cannot change: one to another SCC role (an install that moved to the
+        // dedicated SCC) is replaced, so the old, broader grant does not stay behind.
+        let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), &ns);
+        let binding_name = binding.name_any();
+        let existing = bindings.get_opt(&binding_name).await.map_err(Error::kube(
+            &name,
+            DEPLOYMENT_READY,
+            "reading",
+            describe(&binding),
+        ))?;
+        if existing.is_some_and(|b| b.role_ref.name != binding.role_ref.name) {
+            bindings
+                .delete(&binding_name, &DeleteParams::default())
+                .await
+                .map_err(Error::kube(
+                    &name,
+                    DEPLOYMENT_READY,
+                    "deleting",
+                    describe(&binding),
+                ))?;
+        }
         apply_child(&ctx.client, CONTROLLER, &binding)
             .await
             .map_err(apply_err(DEPLOYMENT_READY, describe(&binding)))?;

@@ -51,6 +51,16 @@ struct Args {
     )]
     keystone_url: Vec<String>,
 
+    /// On OpenShift: the ClusterRole granting `use` of the SCC the API pods run under. The chart creates a
+    /// dedicated SCC pinning Keystone's uid and fsGroup (42425) and sets this to its role; the default is
+    /// OpenShift's `nonroot-v2` (any non-root uid) for installs without it, such as OLM bundles.
+    #[arg(
+        long,
+        env = "KEYSTONE_API_SCC_CLUSTER_ROLE",
+        default_value = keystone_api_controller::build::exposure::NONROOT_SCC_CLUSTER_ROLE
+    )]
+    scc_cluster_role: String,
+
     /// PEM CA bundle the catalog controllers trust for an https Keystone endpoint (default: the system roots).
     #[arg(long = "keystone-ca-file", env = "KEYSTONE_OPERATOR_KEYSTONE_CA_FILE")]
     keystone_ca_file: Option<std::path::PathBuf>,
@@ -108,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         applied: applied.clone(),
         discovery: Default::default(),
         backoff: Backoff::default(),
+        scc_cluster_role: args.scc_cluster_role.clone(),
     });
 
     let ours = watcher::Config::default()

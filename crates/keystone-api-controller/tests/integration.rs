@@ -730,7 +730,22 @@ async fn on_openshift_the_public_endpoint_is_an_admitted_route() {
             .unwrap();
     }
     let ns = TestNamespace::new(&client, "api-route").await;
-    let mut proc = ControllerProcess::start(BINARY, &cluster, Some(&ns.name), &[]);
+    // What an operator without the chart's dedicated SCC bound: replaced, since a roleRef cannot change.
+    let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &ns.name);
+    let older: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "keystone-keystone-scc"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "system:openshift:scc:nonroot-v2"},
+        "subjects": [{"kind": "ServiceAccount", "name": "keystone-keystone", "namespace": ns.name}]
+    }))
+    .unwrap();
+    rbs.create(&PostParams::default(), &older).await.unwrap();
+    let mut proc = ControllerProcess::start(
+        BINARY,
+        &cluster,
+        Some(&ns.name),
+        &["--scc-cluster-role", "ops-keystone-operator-keystone-scc"],
+    );
     proc.wait_ready().await;
     let keystones: Api<KeystoneAPI> = Api::namespaced(client.clone(), &ns.name);
     let ks: KeystoneAPI = serde_json::from_value(json!({
@@ -794,9 +809,8 @@ async fn on_openshift_the_public_endpoint_is_an_admitted_route() {
         }
     })
     .await;
-    let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &ns.name);
     let rb = rbs.get("keystone-keystone-scc").await.unwrap();
-    assert_eq!(rb.role_ref.name, "system:openshift:scc:nonroot-v2");
+    assert_eq!(rb.role_ref.name, "ops-keystone-operator-keystone-scc");
     assert_eq!(rb.subjects.unwrap()[0].name, "keystone-keystone");
     ns.delete().await;
 }

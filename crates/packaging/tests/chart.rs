@@ -333,3 +333,103 @@ async fn upgrade_crds_script_applies_the_chart_crds_and_waits_for_them() {
     );
     assert!(stdout.contains("condition met"), "{stdout}");
 }
+
+fn render_with_api_versions(sets: &[&str], api_versions: &[&str]) -> Vec<serde_yaml::Value> {
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", "ko"])
+        .arg(chart_dir())
+        .args(["--namespace", "ops"]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    for v in api_versions {
+        cmd.args(["--api-versions", v]);
+    }
+    let out = run(&mut cmd, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    documents(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The api controller's `--scc-cluster-role` and the one ClusterRole its RBAC may bind.
+fn scc_role_of(docs: &[serde_yaml::Value]) -> (String, Vec<String>) {
+    let api = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "ko-keystone-operator-api")
+        .expect("the api Deployment");
+    let flag = api["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str()?.strip_prefix("--scc-cluster-role="))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    assert_eq!(flag.len(), 1, "{flag:?}");
+    let bind: Vec<String> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole")
+        .flat_map(|d| d["rules"].as_sequence().cloned().unwrap_or_default())
+        .filter(|r| {
+            r["verbs"]
+                .as_sequence()
+                .is_some_and(|v| v.iter().any(|v| v == "bind"))
+        })
+        .flat_map(|r| r["resourceNames"].as_sequence().cloned().unwrap_or_default())
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+    (flag[0].clone(), bind)
+}
+
+/// On OpenShift the chart creates an SCC that admits exactly the Keystone image's uid and fsGroup, and the api
+/// controller binds each KeystoneAPI's ServiceAccount to its role and may bind no other; elsewhere (and in OLM
+/// bundles, which cannot ship an SCC) it falls back to OpenShift's nonroot-v2.
+#[test]
+fn on_openshift_a_dedicated_scc_pins_the_keystone_uid_and_fsgroup() {
+    let uid = keystone_types::pod::KEYSTONE_UID;
+    let docs = render_with_api_versions(&[], &["security.openshift.io/v1"]);
+    let scc = docs
+        .iter()
+        .find(|d| d["kind"] == "SecurityContextConstraints")
+        .expect("an SCC on OpenShift");
+    assert_eq!(scc["metadata"]["name"], "ops-ko-keystone-operator-keystone");
+    assert_eq!(scc["runAsUser"]["type"], "MustRunAs");
+    assert_eq!(scc["runAsUser"]["uid"].as_i64(), Some(uid));
+    assert_eq!(scc["fsGroup"]["type"], "MustRunAs");
+    assert_eq!(scc["fsGroup"]["ranges"][0]["min"].as_i64(), Some(uid));
+    assert_eq!(scc["fsGroup"]["ranges"][0]["max"].as_i64(), Some(uid));
+    assert_eq!(scc["allowPrivilegeEscalation"], false);
+    assert_eq!(scc["allowPrivilegedContainer"], false);
+    assert_eq!(scc["allowHostNetwork"], false);
+    assert_eq!(scc["requiredDropCapabilities"][0], "ALL");
+    let role = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ClusterRole" && d["metadata"]["name"] == "ops-ko-keystone-operator-keystone-scc"
+        })
+        .expect("the role granting use of the SCC");
+    assert_eq!(role["rules"].as_sequence().unwrap().len(), 1);
+    assert_eq!(role["rules"][0]["verbs"][0], "use");
+    assert_eq!(
+        role["rules"][0]["resourceNames"][0],
+        "ops-ko-keystone-operator-keystone"
+    );
+    assert_eq!(
+        scc_role_of(&docs),
+        (
+            "ops-ko-keystone-operator-keystone-scc".to_owned(),
+            vec!["ops-ko-keystone-operator-keystone-scc".to_owned()]
+        )
+    );
+
+    for (sets, versions) in [
+        (&[][..], &[][..]),
+        (&["openshift.scc=none"][..], &["security.openshift.io/v1"][..]),
+    ] {
+        let docs = render_with_api_versions(sets, versions);
+        assert!(
+            !docs.iter().any(|d| d["kind"] == "SecurityContextConstraints"),
+            "{sets:?}"
+        );
+        let nonroot = "system:openshift:scc:nonroot-v2".to_owned();
+        assert_eq!(scc_role_of(&docs), (nonroot.clone(), vec![nonroot]), "{sets:?}");
+    }
+}

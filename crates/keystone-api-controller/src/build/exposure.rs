@@ -25,7 +25,8 @@ pub fn route_resource() -> ApiResource {
     )
 }
 
-/// The ClusterRole granting `use` of OpenShift's `nonroot-v2` SCC (any non-root uid, such as 42425).
+/// The ClusterRole granting `use` of OpenShift's `nonroot-v2` SCC (any non-root uid, such as 42425): the
+/// default of `--scc-cluster-role`, for installs without the chart's dedicated SCC (OLM bundles cannot ship one).
 pub const NONROOT_SCC_CLUSTER_ROLE: &str = "system:openshift:scc:nonroot-v2";
 
 /// The Ingress for the public Service.
@@ -99,15 +100,16 @@ pub fn route_url(route: &DynamicObject) -> Option<String> {
     Some(format!("{}://{host}", if tls { "https" } else { "http" }))
 }
 
-/// On OpenShift: lets the instance's ServiceAccount use the `nonroot-v2` SCC.
-pub fn scc_role_binding(ks: &KeystoneAPI) -> RoleBinding {
+/// On OpenShift: lets the instance's ServiceAccount use the SCC that ClusterRole `scc_role` grants (the chart's
+/// dedicated SCC pinning uid and fsGroup 42425, or `nonroot-v2`).
+pub fn scc_role_binding(ks: &KeystoneAPI, scc_role: &str) -> RoleBinding {
     let sa = names::service_account(&ks.name_any());
     RoleBinding {
         metadata: child_meta(ks, format!("{sa}-scc"), labels::component::API),
         role_ref: RoleRef {
             api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "ClusterRole".into(),
-            name: NONROOT_SCC_CLUSTER_ROLE.into(),
+            name: scc_role.into(),
         },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
