@@ -10,6 +10,8 @@ use kube::{Api, Client, ResourceExt};
 use keystone_types::conditions::{CONFIG_READY, Controller};
 use keystone_types::{KeystoneAPI, labels};
 
+use operator_common::backoff::FailedCall;
+
 use crate::Error;
 
 /// Deletes this instance's config ConfigMaps and Secrets other than `keep` and those a live pod of the
@@ -23,7 +25,7 @@ pub async fn collect_old_config(
 ) -> Result<bool, Error> {
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
-    let gc_err = |action, object: String| Error::kube(&name, CONFIG_READY, action, object);
+    let gc_err = |action, object: String| FailedCall::under(&name, CONFIG_READY, action, object);
     // What live pods mount stays: deleting it would leave a pod that restarts (or a Job pod not yet started)
     // stuck in ContainerCreating.
     let mut mounted = Vec::new();

@@ -11,6 +11,8 @@ use keystone_types::v1beta1::Endpoint;
 use keystone_types::{KeystoneAPI, names};
 use operator_common::apply::apply_child;
 
+use operator_common::backoff::FailedCall;
+
 use crate::build::exposure::{ingress, ingress_url, route, route_resource, route_url};
 use crate::read::Inputs;
 use crate::{CONTROLLER, Error};
@@ -24,7 +26,8 @@ pub async fn publish_public(
     let name = ks.name_any();
     let ns = ks.namespace().unwrap_or_default();
     let object = names::service(&name, Endpoint::Public);
-    let err = |action, kind: &str| Error::kube(&name, SERVICE_READY, action, format!("{kind} {object}"));
+    let err =
+        |action, kind: &str| FailedCall::under(&name, SERVICE_READY, action, format!("{kind} {object}"));
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
     let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &route_resource());
     let overridden = ks.spec.endpoint_urls.as_ref().and_then(|o| o.public.clone());

@@ -73,14 +73,8 @@ pub enum Error {
         message: String,
     },
     /// A Kubernetes API call about one object failed.
-    #[error("KeystoneAPI {name}: {failed}")]
-    Kube {
-        /// KeystoneAPI name.
-        name: String,
-        /// The call.
-        #[source]
-        failed: FailedCall,
-    },
+    #[error(transparent)]
+    Kube(#[from] FailedCall),
     /// Reading or creating the HMAC key failed (a transient failure: the API server, the RNG).
     #[error("the HMAC key of {name}: {source}")]
     HmacKey {
@@ -101,30 +95,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// For `map_err`: `action` on `object` (`Kind name`) of KeystoneAPI `name` failed; reported under
-    /// `condition`.
-    pub fn kube(
-        name: &str,
-        condition: &'static str,
-        action: &'static str,
-        object: impl Into<String>,
-    ) -> impl FnOnce(kube::Error) -> Error {
-        let name = name.to_owned();
-        let failed = FailedCall::under(condition, action, object);
-        move |source| Error::Kube {
-            name,
-            failed: failed(source),
-        }
-    }
-
     /// A transient failure to read or create the HMAC key: an API call (reported under `condition`) or the
     /// random number generator.
     pub fn hmac(name: &str, condition: &'static str, error: operator_common::hmac::KeyError) -> Error {
-        match error {
-            operator_common::hmac::KeyError::Kube { secret, source } => {
-                Error::kube(name, condition, "reading or creating", format!("Secret {secret}"))(source)
-            }
-            other => Error::HmacKey {
+        match error.into_failed_call(name, condition) {
+            Ok(failed) => Error::Kube(failed),
+            Err(other) => Error::HmacKey {
                 name: name.to_owned(),
                 source: other,
             },
@@ -135,7 +111,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::InvalidObject { .. } => "invalid_object",
-            Error::Kube { .. } => "kube_api",
+            Error::Kube(_) => "kube_api",
             Error::HmacKey { .. } => "hmac_key",
             Error::Render { .. } => "render",
         }
@@ -161,15 +137,15 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             ctx.backoff.reset(&key);
             Ok(action)
         }
-        Err(Error::Kube { name, failed }) if failed.condition.is_some() => {
-            ctx.metrics.record_failure("kube_api");
-            let retry_in = ctx.backoff.next(&key);
-            tracing::warn!(%name, error = %failed, ?retry_in, "API call failed");
-            if let Some(condition) = failed.condition(retry_in) {
-                let api: Api<KeystoneAPI> =
-                    Api::namespaced(ctx.client.clone(), &ks.namespace().unwrap_or_default());
-                status::write_failure(&api, ks, condition).await?;
-            }
+        Err(Error::Kube(failed)) if failed.condition.is_some() => {
+            let retry_in = operator_common::backoff::report(
+                ks,
+                CONTROLLER,
+                &failed,
+                (&ctx.client, &ctx.metrics, &ctx.backoff),
+                |c| vec![status::ready_condition(ks, std::slice::from_ref(c))],
+            )
+            .await?;
             Ok(Action::requeue(retry_in))
         }
         Err(e) => Err(e),
@@ -180,7 +156,7 @@ async fn reconcile_keystone(ks: &KeystoneAPI, ctx: &Context) -> Result<Action, E
     let name = ks.name_any();
     let ns = ks.namespace().unwrap_or_default();
     let apply_err =
-        |condition: &'static str, object: String| Error::kube(&name, condition, "applying", object);
+        |condition: &'static str, object: String| FailedCall::under(&name, condition, "applying", object);
     let inputs = read::inputs(&ctx.client, &ctx.discovery, ks).await?;
 
     // 1. Config (never waits). Its hash covers the database password: an HMAC under this instance's key, so
@@ -256,7 +232,7 @@ async fn reconcile_keystone(ks: &KeystoneAPI, ctx: &Context) -> Result<Action, E
         // dedicated SCC) is replaced, so the old, broader grant does not stay behind.
         let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), &ns);
         let binding_name = binding.name_any();
-        let existing = bindings.get_opt(&binding_name).await.map_err(Error::kube(
+        let existing = bindings.get_opt(&binding_name).await.map_err(FailedCall::under(
             &name,
             DEPLOYMENT_READY,
             "reading",
@@ -266,7 +242,7 @@ async fn reconcile_keystone(ks: &KeystoneAPI, ctx: &Context) -> Result<Action, E
             bindings
                 .delete(&binding_name, &DeleteParams::default())
                 .await
-                .map_err(Error::kube(
+                .map_err(FailedCall::under(
                     &name,
                     DEPLOYMENT_READY,
                     "deleting",
@@ -356,12 +332,12 @@ async fn reconcile_keystone(ks: &KeystoneAPI, ctx: &Context) -> Result<Action, E
             } else if pdbs
                 .get_opt(&names::deployment(&name))
                 .await
-                .map_err(Error::kube(&name, DEPLOYMENT_READY, "reading", pdb.clone()))?
+                .map_err(FailedCall::under(&name, DEPLOYMENT_READY, "reading", pdb.clone()))?
                 .is_some()
             {
                 pdbs.delete(&names::deployment(&name), &DeleteParams::default())
                     .await
-                    .map_err(Error::kube(&name, DEPLOYMENT_READY, "deleting", pdb))?;
+                    .map_err(FailedCall::under(&name, DEPLOYMENT_READY, "deleting", pdb))?;
                 ctx.applied
                     .forget::<PodDisruptionBudget>(&ns, &names::deployment(&name));
             }
@@ -438,7 +414,7 @@ pub fn error_policy(obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx:
     ctx.metrics.record_failure(error.category());
     match error {
         Error::InvalidObject { .. } => Action::await_change(),
-        Error::Kube { .. } | Error::HmacKey { .. } | Error::Render { .. } => {
+        Error::Kube(_) | Error::HmacKey { .. } | Error::Render { .. } => {
             let retry_in = ctx
                 .backoff
                 .next(&operator_common::backoff::guard_key(obj.as_ref()));

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use keystone_types::conditions::{CONFIG_READY, DEPLOYMENT_READY, NETWORK_ATTACHMENTS_READY, SERVICE_READY};
 use keystone_types::{KeystoneAPI, labels, names};
 
+use operator_common::backoff::FailedCall;
+
 use crate::Error;
 
 /// What a reconcile works from.
@@ -88,7 +90,7 @@ pub fn nad_resource() -> ApiResource {
 pub async fn inputs(client: &Client, discovery: &Discovery, ks: &KeystoneAPI) -> Result<Inputs, Error> {
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
-    let read_err = |condition, object: String| Error::kube(&name, condition, "reading", object);
+    let read_err = |condition, object: String| FailedCall::under(&name, condition, "reading", object);
     let secret_err =
         |n: &Option<String>| read_err(CONFIG_READY, format!("Secret {}", n.clone().unwrap_or_default()));
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -113,7 +115,8 @@ pub async fn inputs(client: &Client, discovery: &Discovery, ks: &KeystoneAPI) ->
                 return Err(read_err(
                     NETWORK_ATTACHMENTS_READY,
                     format!("NetworkAttachmentDefinition {net}"),
-                )(e));
+                )(e)
+                .into());
             }
         }
     }
@@ -126,7 +129,7 @@ pub async fn inputs(client: &Client, discovery: &Discovery, ks: &KeystoneAPI) ->
     let password = Some(spec.secret.clone());
     let custom = spec.custom_service_config_secret.clone();
     let notifications = spec.notifications.as_ref().map(|n| n.secret.clone());
-    let discover = |gv: &str| Error::kube(&name, SERVICE_READY, "discovering", format!("API {gv}"));
+    let discover = |gv: &str| FailedCall::under(&name, SERVICE_READY, "discovering", format!("API {gv}"));
     Ok(Inputs {
         password_secret: get(password.clone()).await.map_err(secret_err(&password))?,
         custom_secret: get(custom.clone()).await.map_err(secret_err(&custom))?,
@@ -152,7 +155,7 @@ pub async fn inputs(client: &Client, discovery: &Discovery, ks: &KeystoneAPI) ->
         pods: pods
             .list(&ListParams::default().labels(&selector))
             .await
-            .map_err(Error::kube(
+            .map_err(FailedCall::under(
                 &name,
                 DEPLOYMENT_READY,
                 "listing",

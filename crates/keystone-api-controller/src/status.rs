@@ -227,56 +227,7 @@ pub async fn write(api: &Api<KeystoneAPI>, ks: &KeystoneAPI, report: Report) -> 
     operator_common::apply::apply_status(api, &name, CONTROLLER, &status)
         .await
         .map(|_| ())
-        .map_err(|source| Error::Kube {
-            failed: FailedCall {
-                condition: None,
-                action: "writing",
-                object: format!("KeystoneAPI {name} status"),
-                source,
-            },
-            name,
-        })
-}
-
-/// Writes `failed` (a step's API call failed) with this controller's other conditions as they stand (their
-/// `observedGeneration` too: nothing new was learned about them), `Ready` recomputed, and the rest of this
-/// controller's status unchanged.
-pub async fn write_failure(api: &Api<KeystoneAPI>, ks: &KeystoneAPI, failed: Desired) -> Result<(), Error> {
-    let current = ks.status.clone().unwrap_or_default();
-    let existing = current.conditions.clone().unwrap_or_default();
-    let now = Timestamp::now();
-    let ready = ready_condition(ks, std::slice::from_ref(&failed));
-    let conditions = operator_common::conditions::replace_own(
-        &existing,
-        conditions::owned_by(CONTROLLER),
-        &[failed, ready],
-        ks.metadata.generation,
-        now,
-    );
-    if conditions == existing {
-        return Ok(());
-    }
-    let status = KeystoneAPIStatus {
-        conditions: Some(conditions),
-        api: current.api,
-        api_endpoints: current.api_endpoints,
-        ready_count: current.ready_count,
-        network_attachments: current.network_attachments,
-        ..Default::default()
-    };
-    let name = ks.metadata.name.clone().unwrap_or_default();
-    operator_common::apply::apply_status(api, &name, CONTROLLER, &status)
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::Kube {
-            failed: FailedCall {
-                condition: None,
-                action: "writing",
-                object: format!("KeystoneAPI {name} status"),
-                source,
-            },
-            name,
-        })
+        .map_err(|e| FailedCall::status_write(&name)(e).into())
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use serde_json::{Map, json};
 use crate::client::KeystoneClient;
 use crate::error::{Error, Result};
 use crate::types::{
-    Domain, Endpoint, Interface, OWNER_ATTRIBUTE, Project, Region, Role, Service, ServicePatch, User,
+    Domain, Endpoint, Interface, OWNER_ATTRIBUTE, Project, Region, Role, RoleAssignment, Service,
+    ServicePatch, User,
 };
 
 impl KeystoneClient {
@@ -238,6 +239,24 @@ impl KeystoneClient {
         self.call(Method::PATCH, &["users", id], &[], Some(&body), Some(password))
             .await?
             .success()
+    }
+
+    /// Sets (or with `None` clears) a user's [`OWNER_ATTRIBUTE`]: `PATCH /v3/users/{id}`. Used when a
+    /// pre-existing user is adopted, and when the adopting object lets it go.
+    pub async fn set_user_owner(&self, id: &str, owner: Option<&str>) -> Result<()> {
+        let body = json!({ "user": { OWNER_ATTRIBUTE: owner } });
+        self.call(Method::PATCH, &["users", id], &[], Some(&body), None)
+            .await?
+            .success()
+    }
+
+    /// Every effective role assignment of a user, through its groups and inheritance too
+    /// (`GET /v3/role_assignments?user.id=&effective`).
+    pub async fn user_role_assignments(&self, user_id: &str) -> Result<Vec<RoleAssignment>> {
+        let query = [("user.id", user_id), ("effective", "")];
+        self.call(Method::GET, &["role_assignments"], &query, None, None)
+            .await?
+            .list("role_assignments")
     }
 
     /// `DELETE /v3/users/{id}`; already gone is success.

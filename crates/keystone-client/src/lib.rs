@@ -75,5 +75,6 @@ mod types;
 pub use client::{Config, KeystoneClient, MAX_BODY, USER_AGENT};
 pub use error::{Error, Result};
 pub use types::{
-    Domain, Endpoint, Interface, OWNER_ATTRIBUTE, Project, Region, Role, Service, ServicePatch, User,
+    Domain, Endpoint, Interface, OWNER_ATTRIBUTE, Project, Region, Role, RoleAssignment, Scope, Service,
+    ServicePatch, User,
 };

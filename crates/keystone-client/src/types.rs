@@ -139,6 +139,58 @@ pub struct Role {
     pub domain_id: Option<String>,
 }
 
+/// Where a role assignment applies (`/v3/role_assignments`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// On a project.
+    Project(String),
+    /// On a domain.
+    Domain(String),
+    /// System-wide.
+    System,
+    /// A scope this client does not know (anything but the above), never treated as harmless.
+    Other(String),
+}
+
+/// One effective role assignment of a user: its role and scope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleAssignment {
+    /// The role's ID.
+    pub role_id: String,
+    /// Where it applies.
+    pub scope: Scope,
+}
+
+impl<'de> Deserialize<'de> for RoleAssignment {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Id {
+            id: String,
+        }
+        #[derive(Deserialize)]
+        struct Raw {
+            role: Id,
+            #[serde(default)]
+            scope: serde_json::Map<String, serde_json::Value>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let id_of = |v: &serde_json::Value| v.get("id").and_then(|i| i.as_str()).map(str::to_owned);
+        let scope = if let Some(p) = raw.scope.get("project").and_then(id_of) {
+            Scope::Project(p)
+        } else if let Some(d) = raw.scope.get("domain").and_then(id_of) {
+            Scope::Domain(d)
+        } else if raw.scope.contains_key("system") {
+            Scope::System
+        } else {
+            Scope::Other(serde_json::Value::Object(raw.scope).to_string())
+        };
+        Ok(RoleAssignment {
+            role_id: raw.role.id,
+            scope,
+        })
+    }
+}
+
 fn enabled_default() -> bool {
     true
 }

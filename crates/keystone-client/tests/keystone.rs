@@ -6,8 +6,8 @@ mod fake;
 use std::time::Duration;
 
 use fake::{Fake, Issuer, Reply, Seen, token_reply};
-use keystone_client::{Config, Error, Interface, KeystoneClient, ServicePatch, USER_AGENT};
-use serde_json::json;
+use keystone_client::{Config, Error, Interface, KeystoneClient, Scope, ServicePatch, USER_AGENT};
+use serde_json::{Value, json};
 
 const PASSWORD: &str = "s3cr3t-Adm1n-pw";
 const SERVICE_PASSWORD: &str = "Pl4cement-pw-9f3a";
@@ -613,6 +613,61 @@ async fn domains_users_and_roles() {
         "/v3/projects/p1/users/u1/roles/2d4f6a8c0e1b4d3f5a7c9e1b3d5f7a9c",
     );
     by("HEAD", "/v3/projects/p1/users/u1/roles/yes");
+}
+
+#[tokio::test]
+async fn role_assignments_and_the_owner_mark() {
+    let assignments = json!({"role_assignments": [
+        {"role": {"id": "r1"}, "scope": {"project": {"id": "service"}}, "user": {"id": "u1"}},
+        {"role": {"id": "r2"}, "scope": {"domain": {"id": "default"}}, "user": {"id": "u1"}},
+        {"role": {"id": "r3"}, "scope": {"system": {"all": true}}, "user": {"id": "u1"}},
+        {"role": {"id": "r4"}, "scope": {"OS-INHERIT:inherited_to": "projects"}, "user": {"id": "u1"}}
+    ], "links": {"next": null}});
+    let fake = Fake::with_tokens(move |s| match (s.method.as_str(), s.path.as_str()) {
+        ("GET", "/v3/role_assignments") => Reply::body(200, assignments.to_string()),
+        ("PATCH", _) => Reply::fixture(200, "user_created.json"),
+        _ => Reply::empty(500),
+    })
+    .await;
+    let keystone = client(&fake);
+    let got = keystone.user_role_assignments("u1").await.unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|a| (a.role_id.as_str(), a.scope.clone()))
+            .collect::<Vec<_>>(),
+        [
+            ("r1", Scope::Project("service".into())),
+            ("r2", Scope::Domain("default".into())),
+            ("r3", Scope::System),
+            (
+                "r4",
+                Scope::Other(r#"{"OS-INHERIT:inherited_to":"projects"}"#.into())
+            ),
+        ]
+    );
+    keystone
+        .set_user_owner("u1", Some("KeystoneService openstack/placement"))
+        .await
+        .unwrap();
+    keystone.set_user_owner("u1", None).await.unwrap();
+    let calls = fake.calls();
+    let listed = calls
+        .iter()
+        .find(|s| s.is("GET", "/v3/role_assignments"))
+        .unwrap();
+    assert_eq!(listed.query, "user.id=u1&effective=");
+    let patches: Vec<Value> = calls
+        .iter()
+        .filter(|s| s.is("PATCH", "/v3/users/u1"))
+        .map(Seen::json)
+        .collect();
+    assert_eq!(
+        patches,
+        [
+            json!({"user": {"keystone_operator_owner": "KeystoneService openstack/placement"}}),
+            json!({"user": {"keystone_operator_owner": null}})
+        ]
+    );
 }
 
 #[tokio::test]

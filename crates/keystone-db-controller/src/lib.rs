@@ -69,14 +69,8 @@ pub enum Error {
         message: String,
     },
     /// A Kubernetes API call about one object failed.
-    #[error("KeystoneAPI {name}: {failed}")]
-    Kube {
-        /// KeystoneAPI name.
-        name: String,
-        /// The call.
-        #[source]
-        failed: FailedCall,
-    },
+    #[error(transparent)]
+    Kube(#[from] FailedCall),
     /// Reading or creating the HMAC key failed (a transient failure: the API server, the RNG).
     #[error("the HMAC key of {name}: {source}")]
     HmacKey {
@@ -89,27 +83,11 @@ pub enum Error {
 }
 
 impl Error {
-    /// For `map_err`: `action` on `object` (`Kind name`) of KeystoneAPI `name` failed; reported under
-    /// `condition`.
-    pub fn kube(
-        name: &str,
-        condition: &'static str,
-        action: &'static str,
-        object: impl Into<String>,
-    ) -> impl FnOnce(kube::Error) -> Error {
-        let name = name.to_owned();
-        let failed = FailedCall::under(condition, action, object);
-        move |source| Error::Kube {
-            name,
-            failed: failed(source),
-        }
-    }
-
     /// Short, stable category: the metric label, the log field and the Event reason.
     pub fn category(&self) -> &'static str {
         match self {
             Error::InvalidObject { .. } => "invalid_object",
-            Error::Kube { .. } => "kube_api",
+            Error::Kube(_) => "kube_api",
             Error::HmacKey { .. } => "hmac_key",
         }
     }
@@ -147,40 +125,19 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             }
             Ok(action)
         }
-        Err(Error::Kube { name, failed }) if failed.condition.is_some() => {
-            ctx.metrics.record_failure("kube_api");
-            let retry_in = ctx.backoff.next(&key);
-            tracing::warn!(%name, error = %failed, ?retry_in, "API call failed");
-            if let Some(condition) = failed.condition(retry_in) {
-                write_failure(&ctx, ks, condition).await?;
-            }
+        Err(Error::Kube(failed)) if failed.condition.is_some() => {
+            let retry_in = operator_common::backoff::report(
+                ks,
+                CONTROLLER,
+                &failed,
+                (&ctx.client, &ctx.metrics, &ctx.backoff),
+                |_| Vec::new(),
+            )
+            .await?;
             Ok(Action::requeue(retry_in))
         }
         Err(e) => Err(e),
     }
-}
-
-/// Writes `failed` with this controller's other conditions and its `database` section as they stand.
-async fn write_failure(ctx: &Context, ks: &KeystoneAPI, failed: Desired) -> Result<(), Error> {
-    let existing = ks
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let own = keystone_types::conditions::owned_by(CONTROLLER).chain([CREDENTIAL_MIGRATION_READY]);
-    let conds = operator_common::conditions::replace_own(
-        &existing,
-        own,
-        std::slice::from_ref(&failed),
-        ks.metadata.generation,
-        Timestamp::now(),
-    );
-    let status = KeystoneAPIStatus {
-        conditions: Some(conds),
-        database: ks.status.as_ref().and_then(|s| s.database.clone()),
-        ..Default::default()
-    };
-    write_status(ctx, ks, &status).await
 }
 
 async fn write_status(ctx: &Context, ks: &KeystoneAPI, status: &KeystoneAPIStatus) -> Result<(), Error> {
@@ -189,15 +146,7 @@ async fn write_status(ctx: &Context, ks: &KeystoneAPI, status: &KeystoneAPIStatu
     operator_common::apply::apply_status(&api, &name, CONTROLLER, status)
         .await
         .map(|_| ())
-        .map_err(|source| Error::Kube {
-            failed: FailedCall {
-                condition: None,
-                action: "writing",
-                object: format!("KeystoneAPI {name} status"),
-                source,
-            },
-            name,
-        })
+        .map_err(|e| FailedCall::status_write(&name)(e).into())
 }
 
 /// The steps; also whether an API call failed on the way (reported in its step's condition).
@@ -219,7 +168,7 @@ async fn reconcile_steps(ks: &KeystoneAPI, ctx: &Context) -> Result<(Action, boo
 
     // Passwords, as HMACs only.
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let password_secret = secrets.get_opt(&spec.secret).await.map_err(Error::kube(
+    let password_secret = secrets.get_opt(&spec.secret).await.map_err(FailedCall::under(
         &name,
         DATABASE_READY,
         "reading",
@@ -230,14 +179,9 @@ async fn reconcile_steps(ks: &KeystoneAPI, ctx: &Context) -> Result<(Action, boo
     let key_secret = names::hmac_key_secret(&name, CONTROLLER);
     let key = operator_common::hmac::ensure_or_refusal(&ctx.client, ks, &key_secret, CONTROLLER)
         .await
-        .map_err(|e| match e {
-            operator_common::hmac::KeyError::Kube { secret, source } => Error::kube(
-                &name,
-                DATABASE_READY,
-                "reading or creating",
-                format!("Secret {secret}"),
-            )(source),
-            other => Error::HmacKey {
+        .map_err(|e| match e.into_failed_call(&name, DATABASE_READY) {
+            Ok(failed) => Error::Kube(failed),
+            Err(other) => Error::HmacKey {
                 name: name.clone(),
                 source: other,
             },
@@ -523,7 +467,7 @@ pub fn error_policy(obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx:
     ctx.metrics.record_failure(error.category());
     match error {
         Error::InvalidObject { .. } => Action::await_change(),
-        Error::Kube { .. } | Error::HmacKey { .. } => {
+        Error::Kube(_) | Error::HmacKey { .. } => {
             let retry_in = ctx
                 .backoff
                 .next(&operator_common::backoff::guard_key(obj.as_ref()));

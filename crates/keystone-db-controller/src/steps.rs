@@ -157,7 +157,12 @@ async fn publish(sc: &StepContext<'_>, type_: EventType, reason: &str, note: Str
     operator_common::events::publish(&sc.ctx.recorder, &sc.ks.object_ref(&()), type_, reason, note).await;
 }
 
-async fn start(api: &Api<Job>, mut job: Job, retry: Option<&str>) -> Result<String, FailedCall> {
+async fn start(
+    sc: &StepContext<'_>,
+    api: &Api<Job>,
+    mut job: Job,
+    retry: Option<&str>,
+) -> Result<String, FailedCall> {
     if let Some(r) = retry {
         job.annotations_mut().insert(RETRY_OF.into(), r.into());
     }
@@ -166,6 +171,7 @@ async fn start(api: &Api<Job>, mut job: Job, retry: Option<&str>) -> Result<Stri
         Ok(_) => Ok(name),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(name),
         Err(source) => Err(FailedCall {
+            name: sc.ks.name_any(),
             condition: None,
             action: "creating",
             object: format!("Job {name}"),
@@ -187,6 +193,7 @@ pub async fn latest(sc: &StepContext<'_>, component: &str, hash: &str) -> Result
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|source| FailedCall {
+            name: sc.ks.name_any(),
             condition: None,
             action: "listing",
             object: format!("Jobs {selector}"),
@@ -255,7 +262,7 @@ async fn follow(
     let latest = latest(sc, &component, step.hash).await?;
     let retry_request = sc.ks.annotations().get(RETRY_ANNOTATION).cloned();
     let Some(job) = latest else {
-        let name = start(&api, template, retry_request.as_deref()).await?;
+        let name = start(sc, &api, template, retry_request.as_deref()).await?;
         return Ok(StepState::Running(format!("{} Job {name} started", step.kind)));
     };
     let name = job.name_any();
@@ -298,7 +305,7 @@ async fn follow(
     let retry_now = retry_request.is_some()
         && retry_request.as_deref() != job.annotations().get(RETRY_OF).map(String::as_str);
     if retry_now || sc.now >= next_at {
-        let name = start(&api, build(next_attempt), retry_request.as_deref()).await?;
+        let name = start(sc, &api, build(next_attempt), retry_request.as_deref()).await?;
         return Ok(StepState::Running(format!(
             "{} Job {name} started (attempt {})",
             step.kind,

@@ -20,6 +20,8 @@ use keystone_types::v1beta1::CredentialRotationStatus;
 use keystone_types::{KeystoneAPI, names};
 use operator_common::conditions::Desired;
 
+use operator_common::backoff::FailedCall;
+
 use crate::build::secrets::{
     self, ADOPT_FERNET_KEYS, CredentialRecord, HANDLED_REGENERATE_ACK, HANDLED_ROTATE_REQUEST, LAST_ROTATION,
     PROMOTION_TIMES, REGENERATE_CREDENTIAL_KEYS, ROTATE_REQUEST, ROTATION_COUNT, RotationRecord,
@@ -139,7 +141,7 @@ pub async fn fernet_keys(
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ks.namespace().unwrap_or_default());
     let request = annotation(ks, ROTATE_REQUEST);
     let kube_err = |source| {
-        Error::kube(
+        FailedCall::under(
             &name,
             FERNET_KEYS_READY,
             "writing",
@@ -179,7 +181,7 @@ pub async fn fernet_keys(
         {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Step::Retry),
-            Err(e) => return Err(kube_err(e)),
+            Err(e) => return Err(kube_err(e).into()),
         }
         if existed {
             tracing::warn!(secret = %secret_name, "fernet key Secret was missing; created new keys");
@@ -299,7 +301,7 @@ pub async fn fernet_keys(
         {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Step::Retry),
-            Err(e) => return Err(kube_err(e)),
+            Err(e) => return Err(kube_err(e).into()),
         }
         tracing::warn!(secret = %secret_name, recorded = %was, "fernet rotation times in the future; counted from now");
         publish(
@@ -335,7 +337,7 @@ pub async fn fernet_keys(
         match api.replace(&secret_name, &PostParams::default(), &adopted).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Step::Retry),
-            Err(e) => return Err(kube_err(e)),
+            Err(e) => return Err(kube_err(e).into()),
         }
         publish(
             ctx,
@@ -386,7 +388,7 @@ pub async fn fernet_keys(
             {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Step::Retry),
-                Err(e) => return Err(kube_err(e)),
+                Err(e) => return Err(kube_err(e).into()),
             }
             let trigger = if manual { "manual" } else { "scheduled" };
             let ns = ks.namespace().unwrap_or_default();
@@ -474,7 +476,7 @@ pub async fn credential_keys(
     let secret_name = names::credential_keys_secret(&name);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ks.namespace().unwrap_or_default());
     let kube_err = |source| {
-        Error::kube(
+        FailedCall::under(
             &name,
             CREDENTIAL_KEYS_READY,
             "writing",
@@ -568,7 +570,7 @@ pub async fn credential_keys(
     match result {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Step::Retry),
-        Err(e) => return Err(kube_err(e)),
+        Err(e) => return Err(kube_err(e).into()),
     }
     if regenerate {
         publish(
@@ -751,12 +753,13 @@ async fn credential_cycle(
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Step::Retry),
         Err(source) => {
-            return Err(Error::kube(
+            return Err(FailedCall::under(
                 &ks.name_any(),
                 CREDENTIAL_KEYS_READY,
                 "writing",
                 format!("Secret {secret_name}"),
-            )(source));
+            )(source)
+            .into());
         }
     }
     tracing::info!(secret = %secret_name, phase = %record.phase, "credential key rotation step");

@@ -70,14 +70,8 @@ pub enum Error {
         message: String,
     },
     /// A Kubernetes API call about one object failed.
-    #[error("KeystoneAPI {name}: {failed}")]
-    Kube {
-        /// KeystoneAPI name.
-        name: String,
-        /// The call.
-        #[source]
-        failed: FailedCall,
-    },
+    #[error(transparent)]
+    Kube(#[from] FailedCall),
     /// Generating key material for a rotation failed; nothing was written.
     #[error("cannot generate a fernet key for {name}; nothing was written: {source}")]
     KeyGeneration {
@@ -90,27 +84,11 @@ pub enum Error {
 }
 
 impl Error {
-    /// For `map_err`: `action` on `object` (`Kind name`) of KeystoneAPI `name` failed; reported under
-    /// `condition`.
-    pub fn kube(
-        name: &str,
-        condition: &'static str,
-        action: &'static str,
-        object: impl Into<String>,
-    ) -> impl FnOnce(kube::Error) -> Error {
-        let name = name.to_owned();
-        let failed = FailedCall::under(condition, action, object);
-        move |source| Error::Kube {
-            name,
-            failed: failed(source),
-        }
-    }
-
     /// Short, stable category: the metric label, the log field and the Event reason.
     pub fn category(&self) -> &'static str {
         match self {
             Error::InvalidObject { .. } => "invalid_object",
-            Error::Kube { .. } => "kube_api",
+            Error::Kube(_) => "kube_api",
             Error::KeyGeneration { .. } => "key_generation",
         }
     }
@@ -130,15 +108,15 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<KeystoneAPI>>, ctx: Arc<Context
             ctx.backoff.reset(&key);
             Ok(action)
         }
-        Err(Error::Kube { name, failed }) if failed.condition.is_some() => {
-            ctx.metrics.record_failure("kube_api");
-            let retry_in = ctx.backoff.next(&key);
-            tracing::warn!(%name, error = %failed, ?retry_in, "API call failed");
-            if let Some(condition) = failed.condition(retry_in) {
-                let api: Api<KeystoneAPI> =
-                    Api::namespaced(ctx.client.clone(), &watched.namespace().unwrap_or_default());
-                status::write_failure(&api, watched, condition).await?;
-            }
+        Err(Error::Kube(failed)) if failed.condition.is_some() => {
+            let retry_in = operator_common::backoff::report(
+                watched,
+                CONTROLLER,
+                &failed,
+                (&ctx.client, &ctx.metrics, &ctx.backoff),
+                |_| Vec::new(),
+            )
+            .await?;
             Ok(Action::requeue(retry_in))
         }
         Err(e) => Err(e),
@@ -254,7 +232,7 @@ pub fn error_policy(obj: Arc<DeserializeGuard<KeystoneAPI>>, error: &Error, ctx:
     ctx.metrics.record_failure(error.category());
     match error {
         Error::InvalidObject { .. } => Action::await_change(),
-        Error::Kube { .. } | Error::KeyGeneration { .. } => {
+        Error::Kube(_) | Error::KeyGeneration { .. } => {
             let retry_in = ctx
                 .backoff
                 .next(&operator_common::backoff::guard_key(obj.as_ref()));

@@ -31,22 +31,20 @@ pub async fn inputs(client: &Client, namespace: &str, name: &str) -> Result<Inpu
         names::credential_keys_secret(name),
     );
     Ok(Inputs {
-        keystone: keystones.get_opt(name).await.map_err(|source| Error::Kube {
+        keystone: keystones.get_opt(name).await.map_err(|source| FailedCall {
             name: name.to_owned(),
-            failed: FailedCall {
-                condition: None,
-                action: "reading",
-                object: format!("KeystoneAPI {name}"),
-                source,
-            },
+            condition: None,
+            action: "reading",
+            object: format!("KeystoneAPI {name}"),
+            source,
         })?,
-        fernet_secret: secrets.get_opt(&fernet).await.map_err(Error::kube(
+        fernet_secret: secrets.get_opt(&fernet).await.map_err(FailedCall::under(
             name,
             FERNET_KEYS_READY,
             "reading",
             format!("Secret {fernet}"),
         ))?,
-        credential_secret: secrets.get_opt(&credential).await.map_err(Error::kube(
+        credential_secret: secrets.get_opt(&credential).await.map_err(FailedCall::under(
             name,
             CREDENTIAL_KEYS_READY,
             "reading",

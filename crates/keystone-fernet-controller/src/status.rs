@@ -131,38 +131,7 @@ pub async fn write(
     operator_common::apply::apply_status(api, name, CONTROLLER, status)
         .await
         .map(|_| ())
-        .map_err(|source| Error::Kube {
-            name: name.to_owned(),
-            failed: FailedCall {
-                condition: None,
-                action: "writing",
-                object: format!("KeystoneAPI {name} status"),
-                source,
-            },
-        })
-}
-
-/// Writes `failed` with this controller's other conditions and its `fernet` section as they stand.
-pub async fn write_failure(api: &Api<KeystoneAPI>, ks: &KeystoneAPI, failed: Desired) -> Result<(), Error> {
-    let existing = ks
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let own = keystone_types::conditions::owned_by(CONTROLLER).chain([ROTATION_POLICY_SAFE]);
-    let conditions = operator_common::conditions::replace_own(
-        &existing,
-        own,
-        std::slice::from_ref(&failed),
-        ks.metadata.generation,
-        Timestamp::now(),
-    );
-    let status = KeystoneAPIStatus {
-        conditions: Some(conditions),
-        fernet: ks.status.as_ref().and_then(|s| s.fernet.clone()),
-        ..Default::default()
-    };
-    write(api, &ks.metadata.name.clone().unwrap_or_default(), &status, true).await
+        .map_err(|e| FailedCall::status_write(name)(e).into())
 }
 
 #[cfg(test)]

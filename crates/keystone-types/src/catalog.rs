@@ -14,6 +14,13 @@ pub const SERVICE_FINALIZER: &str = "keystone.openstack.org/keystoneservice";
 /// Finalizer on KeystoneEndpoints: the Keystone endpoints are removed before the object goes.
 pub const ENDPOINT_FINALIZER: &str = "keystone.openstack.org/keystoneendpoint";
 
+/// Annotation on a KeystoneAPI: the Keystone users (comma-separated names in the Default domain) that a
+/// KeystoneService naming them as `serviceUser` may adopt although the operator did not create them. Set by
+/// whoever controls the KeystoneAPI, not by the tenant creating the KeystoneService. Never honoured for the
+/// KeystoneAPI's admin user, a user another catalog object owns, or a user with any role outside the service
+/// project.
+pub const ADOPT_SERVICE_USERS: &str = "keystone.openstack.org/adopt-service-users";
+
 /// The project service users get their role on, and the role they get.
 pub const SERVICE_PROJECT: &str = "service";
 /// The role every service user gets on the `service` project.
@@ -65,6 +72,9 @@ pub mod conditions {
         /// The Keystone user `serviceUser` names exists and was not created by this object (the KeystoneAPI's
         /// admin, another KeystoneService's user, one made by hand): it is left alone.
         pub const USER_CONFLICT: &str = "UserConflict";
+        /// The user may not be adopted although the KeystoneAPI allows it by name: it is the admin user, or has
+        /// a role outside the service project (the message names it).
+        pub const USER_NOT_ADOPTABLE: &str = "UserNotAdoptable";
         /// An endpoint on a listed interface exists that this object did not create (such as the identity
         /// endpoints bootstrap registers): it is left alone.
         pub const ENDPOINT_CONFLICT: &str = "EndpointConflict";

@@ -175,6 +175,15 @@ pub fn writer_of(type_: &str) -> Option<Controller> {
     }
 }
 
+/// Every condition type `controller` writes: its rows of the contract and the informational ones.
+pub fn written_by(controller: Controller) -> impl Iterator<Item = &'static str> {
+    CONTRACT
+        .iter()
+        .map(|row| row.type_)
+        .chain([ROTATION_POLICY_SAFE, CREDENTIAL_MIGRATION_READY])
+        .filter(move |t| writer_of(t) == Some(controller))
+}
+
 /// The conditions that `Ready` summarises: every row but `Ready` itself.
 pub fn ready_inputs() -> impl Iterator<Item = &'static str> {
     CONTRACT.iter().map(|row| row.type_).filter(|t| *t != READY)

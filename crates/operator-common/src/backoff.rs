@@ -138,10 +138,12 @@ pub fn failed_call(
     )
 }
 
-/// A failed API server call about one object, with the condition of the step it belongs to.
+/// A failed API server call about one object of a KeystoneAPI's, with the condition of the step it belongs to.
 #[derive(Debug, thiserror::Error)]
-#[error("{action} {object} failed: {source}")]
+#[error("KeystoneAPI {name}: {action} {object} failed: {source}")]
 pub struct FailedCall {
+    /// The KeystoneAPI's name.
+    pub name: String,
     /// The condition it is reported under; `None` when there is none to report it under (the status write).
     pub condition: Option<&'static str>,
     /// `applying`, `reading`, `deleting`, …
@@ -154,14 +156,17 @@ pub struct FailedCall {
 }
 
 impl FailedCall {
-    /// For `map_err`: `action` on `object` failed, reported under `condition`.
+    /// For `map_err`: `action` on `object` (`Kind name`) of KeystoneAPI `name` failed, reported under
+    /// `condition`.
     pub fn under(
+        name: &str,
         condition: &'static str,
         action: &'static str,
         object: impl Into<String>,
     ) -> impl FnOnce(kube::Error) -> FailedCall {
-        let object = object.into();
+        let (name, object) = (name.to_owned(), object.into());
         move |source| FailedCall {
+            name,
             condition: Some(condition),
             action,
             object,
@@ -169,11 +174,68 @@ impl FailedCall {
         }
     }
 
+    /// For `map_err` on the write of KeystoneAPI `name`'s status: no condition to report a failure under.
+    pub fn status_write(name: &str) -> impl FnOnce(kube::Error) -> FailedCall {
+        let name = name.to_owned();
+        move |source| FailedCall {
+            object: format!("KeystoneAPI {name} status"),
+            name,
+            condition: None,
+            action: "writing",
+            source,
+        }
+    }
+
+    /// After the failure: counts it (category `kube_api`), takes the object's next backoff, logs it, and
+    /// returns the condition to write (if any) and when to try again.
+    pub fn retry(
+        &self,
+        metrics: &crate::metrics::ControllerMetrics,
+        backoff: &Backoff,
+        key: &str,
+    ) -> (Option<Desired>, Duration) {
+        metrics.record_failure("kube_api");
+        let retry_in = backoff.next(key);
+        tracing::warn!(error = %self, ?retry_in, "API call failed");
+        (self.condition(retry_in), retry_in)
+    }
+
     /// The condition to write, retrying in `retry_in`; `None` without a condition to report it under.
     pub fn condition(&self, retry_in: Duration) -> Option<Desired> {
         self.condition
             .map(|type_| failed_call(type_, self.action, &self.object, &self.source, retry_in))
     }
+}
+
+/// After `failed` (a step's API call about KeystoneAPI `ks`): counts it, takes the object's next backoff, writes
+/// its condition with the controller's other rows and sections as they stand ([`crate::apply::after_failure`];
+/// `also` adds conditions that follow from it, such as the api controller's `Ready`), and returns when to try
+/// again. A failure without a condition to report it under only backs off.
+pub async fn report(
+    ks: &keystone_types::KeystoneAPI,
+    controller: keystone_types::conditions::Controller,
+    failed: &FailedCall,
+    ctx: (&kube::Client, &crate::metrics::ControllerMetrics, &Backoff),
+    also: impl FnOnce(&Desired) -> Vec<Desired>,
+) -> Result<Duration, FailedCall> {
+    let (client, metrics, backoff) = ctx;
+    let (condition, retry_in) = failed.retry(metrics, backoff, &key(ks));
+    let Some(condition) = condition else {
+        return Ok(retry_in);
+    };
+    let mut changed = also(&condition);
+    changed.insert(0, condition);
+    if let Some(status) =
+        crate::apply::after_failure(ks, controller, &changed, k8s_openapi::jiff::Timestamp::now())
+    {
+        let name = ks.name_any();
+        let api: kube::Api<keystone_types::KeystoneAPI> =
+            kube::Api::namespaced(client.clone(), &ks.namespace().unwrap_or_default());
+        crate::apply::apply_status(&api, &name, controller, &status)
+            .await
+            .map_err(FailedCall::status_write(&name))?;
+    }
+    Ok(retry_in)
 }
 
 /// The name of `obj` as a condition message shows it: `Kind name`.

@@ -208,6 +208,26 @@ pub async fn ensure(
     }
 }
 
+impl KeyError {
+    /// The failed API call behind this error, reported under `condition` of KeystoneAPI `name`; `Err(self)`
+    /// when it is not one (the random number generator, or a failure the user must act on).
+    pub fn into_failed_call(
+        self,
+        name: &str,
+        condition: &'static str,
+    ) -> Result<crate::backoff::FailedCall, KeyError> {
+        match self {
+            KeyError::Kube { secret, source } => Ok(crate::backoff::FailedCall::under(
+                name,
+                condition,
+                "reading or creating",
+                format!("Secret {secret}"),
+            )(source)),
+            other => Err(other),
+        }
+    }
+}
+
 /// [`ensure`], with the failures a user must act on (a foreign or broken key Secret) separated as their
 /// message, for a condition: `Ok(Ok(key))`, `Ok(Err(message))`, or `Err` for a transient failure to retry.
 pub async fn ensure_or_refusal(

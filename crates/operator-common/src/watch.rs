@@ -52,7 +52,7 @@ where
 }
 
 /// The status fields each controller writes, besides its conditions.
-fn own_sections(controller: Controller) -> &'static [&'static str] {
+pub(crate) fn own_sections(controller: Controller) -> &'static [&'static str] {
     match controller {
         Controller::Api => &["api", "apiEndpoints", "readyCount", "networkAttachments"],
         Controller::Fernet => &["fernet"],

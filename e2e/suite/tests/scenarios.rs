@@ -1329,6 +1329,7 @@ async fn catalog_resources(env: &mut Env, admin_password: &str) -> String {
     assert!(user.is_err(), "the service user is still there: {user:?}");
 
     let hostile = hostile_tenant(env, &internal, admin_password, &services, &endpoints).await;
+    let adopted = adoption(env, &internal, admin_password, &services, &proxy.url()).await;
 
     // The KeystoneAPI goes first (as in a namespace deletion): catalog objects then delete at once.
     let svc: KeystoneService = serde_json::from_value(json!({
@@ -1404,7 +1405,7 @@ async fn catalog_resources(env: &mut Env, admin_password: &str) -> String {
     drop(proxy);
     format!(
         "service + endpoints Ready {registered_in:?} after creation; URL change and password change applied \
-         (1 password update); deletion removed service, endpoints and user; {hostile}; without a KeystoneAPI \
+         (1 password update); deletion removed service, endpoints and user; {hostile}; {adopted}; without a KeystoneAPI \
          deleted in {deleted_in:?}"
     )
 }
@@ -1444,7 +1445,7 @@ where
 
 /// Issue 19: a tenant who may create catalog objects gets nothing beyond them. KeystoneServices naming the
 /// KeystoneAPI's admin user and another KeystoneService's user, with passwords the tenant chose, are refused
-/// (`UserConflict`): both existing passwords keep working and the tenant's do not authenticate. A KeystoneService
+/// (`UserNotAdoptable`, `UserConflict`): both existing passwords keep working and the tenant's do not authenticate. A KeystoneService
 /// and a KeystoneEndpoint aimed at the identity service bootstrap registered change neither its enabled flag
 /// nor its endpoints (`EndpointConflict`). Deleting them all changes nothing in Keystone.
 async fn hostile_tenant(
@@ -1534,9 +1535,16 @@ async fn hostile_tenant(
     .unwrap();
     endpoints.create(&PostParams::default(), &ep).await.unwrap();
 
-    for name in ["hijack-admin", "hijack-glance"] {
-        let message = catalog_reason(services, name, "UserReady", "False", "UserConflict").await;
-        assert!(message.contains("already exists"), "{name}: {message}");
+    // The admin user is never adoptable; glance's user belongs to the glance KeystoneService.
+    for (name, reason, why) in [
+        ("hijack-admin", "UserNotAdoptable", "admin user"),
+        ("hijack-glance", "UserConflict", "belongs to KeystoneService"),
+    ] {
+        let message = catalog_reason(services, name, "UserReady", "False", reason).await;
+        assert!(
+            message.contains("already exists") && message.contains(why),
+            "{name}: {message}"
+        );
     }
     let message = catalog_reason(
         endpoints,
@@ -1618,9 +1626,151 @@ async fn hostile_tenant(
         catalog(env, internal, admin_password).await["keystone"],
         identity_before
     );
-    "a tenant's KeystoneServices naming the admin and glance users were refused (UserConflict) and both \
+    "a tenant's KeystoneServices naming the admin and glance users were refused (UserNotAdoptable, UserConflict) and both \
      passwords kept working, the identity service and endpoints stayed as bootstrap made them \
      (EndpointConflict), deleting the hostile objects changed nothing"
+        .to_owned()
+}
+
+/// Issue 19: adopting a user the operator did not create is the KeystoneAPI owner's opt-in
+/// (`keystone.openstack.org/adopt-service-users`), never the tenant's: a listed hand-made user with a role on the
+/// service project only is adopted (its password becomes the Secret's, deleting the object keeps the user and
+/// clears the mark); a listed user with a role elsewhere, and the admin user even when listed, are refused
+/// (`UserNotAdoptable`) and keep their passwords.
+async fn adoption(
+    env: &Env,
+    internal: &str,
+    admin_password: &str,
+    services: &Api<KeystoneService>,
+    keystone_url: &str,
+) -> String {
+    const OLD_PW: &str = "set-by-hand";
+    const SECRET_PW: &str = "from-the-secret";
+    let keystone = keystone_client::KeystoneClient::new(keystone_client::Config::new(
+        keystone_url,
+        "admin",
+        admin_password,
+    ))
+    .unwrap();
+    let domain = keystone.find_domain_by_name("Default").await.unwrap().unwrap();
+    let service = keystone
+        .find_project("service", &domain.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let admin_project = keystone.find_project("admin", &domain.id).await.unwrap().unwrap();
+    let member = keystone.ensure_role("member").await.unwrap();
+    // Made by hand, as an older deployment tool would: one with a role on the service project, one with a role
+    // on another project (one assignment each: scenario 3 left `list_limit = 1`, and a truncated list of
+    // assignments is refused, never read as "no other roles").
+    for (user, project) in [("legacy", &service), ("wide", &admin_project)] {
+        if let Some(u) = keystone.find_user(user, &domain.id).await.unwrap() {
+            keystone.delete_user(&u.id).await.unwrap();
+        }
+        let u = keystone
+            .create_user(user, &domain.id, OLD_PW, Some(&project.id), None)
+            .await
+            .unwrap();
+        keystone
+            .grant_project_role(&project.id, &u.id, &member.id)
+            .await
+            .unwrap();
+    }
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NAMESPACE);
+    let _ = secrets.delete("adopt-passwords", &DeleteParams::default()).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "adopt-passwords"}, "stringData": {"Password": SECRET_PW}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    let svc = |name: &str, type_: &str, user: &str| -> KeystoneService {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"serviceType": type_, "serviceName": name, "serviceUser": user,
+                     "secret": "adopt-passwords", "passwordSelector": "Password"}}))
+        .unwrap()
+    };
+    // Not listed yet: refused like any user the operator did not create.
+    services
+        .create(&PostParams::default(), &svc("adopt-legacy", "adopt-a", "legacy"))
+        .await
+        .unwrap();
+    let message = catalog_reason(services, "adopt-legacy", "UserReady", "False", "UserConflict").await;
+    assert!(
+        message.contains("keystone.openstack.org/adopt-service-users"),
+        "{message}"
+    );
+    // The KeystoneAPI's owner allows three names; only legacy qualifies.
+    annotate(
+        env,
+        "keystone.openstack.org/adopt-service-users",
+        "legacy, wide, admin",
+    )
+    .await;
+    // A change of the spec wakes the object at once (the annotation alone is seen at its next requeue).
+    services
+        .patch(
+            "adopt-legacy",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"serviceDescription": "adopted"}})),
+        )
+        .await
+        .unwrap();
+    for (name, type_, user) in [
+        ("adopt-wide", "adopt-b", "wide"),
+        ("adopt-admin", "adopt-c", "admin"),
+    ] {
+        services
+            .create(&PostParams::default(), &svc(name, type_, user))
+            .await
+            .unwrap();
+    }
+    service_ready(services, "adopt-legacy").await;
+    let status = services.get("adopt-legacy").await.unwrap().status.unwrap();
+    assert_eq!(status.user_adopted, Some(true), "{status:?}");
+    authenticates(env, internal, "legacy", SECRET_PW)
+        .await
+        .expect("the adopted user has the Secret's password");
+    assert!(authenticates(env, internal, "legacy", OLD_PW).await.is_err());
+    let message = catalog_reason(services, "adopt-wide", "UserReady", "False", "UserNotAdoptable").await;
+    assert!(message.contains("roles outside the service project"), "{message}");
+    let message = catalog_reason(services, "adopt-admin", "UserReady", "False", "UserNotAdoptable").await;
+    assert!(message.contains("admin user"), "{message}");
+    env.openstack_as(internal, ("wide", "admin"), OLD_PW, &["token", "issue"])
+        .await
+        .expect("wide keeps its password");
+    env.openstack(internal, admin_password, &["token", "issue"])
+        .await
+        .expect("the admin keeps its password");
+    // Deleting the adopting object keeps the user and lets it go.
+    for name in ["adopt-legacy", "adopt-wide", "adopt-admin"] {
+        services.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    test_support::wait::until("adopting objects deleted", Duration::from_secs(60), || async {
+        let left = services
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len();
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left} left"))
+        }
+    })
+    .await;
+    let legacy = keystone.find_user("legacy", &domain.id).await.unwrap();
+    let legacy = legacy.expect("the adopted user stays after its object is deleted");
+    assert_eq!(legacy.owner, None, "the mark is cleared");
+    annotate(env, "keystone.openstack.org/adopt-service-users", "").await;
+    for user in ["legacy", "wide"] {
+        if let Some(u) = keystone.find_user(user, &domain.id).await.unwrap() {
+            keystone.delete_user(&u.id).await.unwrap();
+        }
+    }
+    "a hand-made user the KeystoneAPI listed was adopted (the Secret's password authenticates, deleting the object \
+     kept the user and cleared its mark); a listed user with a role outside the service project and the listed \
+     admin user were refused (UserNotAdoptable) and kept their passwords"
         .to_owned()
 }
 

@@ -330,26 +330,70 @@ async fn ensure_user(
         _ => None,
     };
     let user = match keystone.find_user(&spec.service_user, &domain.id).await {
+        Ok(Some(u)) if super::is_ours(u.owner.as_deref(), &mark, &u.id, created_before.as_deref()) => {
+            // Created by this object, or adopted by it earlier (the mark says so either way).
+            if report.status.user_adopted != Some(true) {
+                report.status.user_adopted = Some(false);
+            }
+            u
+        }
         Ok(Some(u)) => {
-            if !super::is_ours(u.owner.as_deref(), &mark, &u.id, created_before.as_deref()) {
-                // The KeystoneAPI's admin, another KeystoneService's user, one made by hand: whoever may
-                // create this object must not get to set its password, roles or enabled flag.
+            // The KeystoneAPI's admin, another KeystoneService's user, one made by hand: whoever may create
+            // this object must not get to set its password, roles or enabled flag, unless the KeystoneAPI allows
+            // adopting exactly this user and it has no role outside the service project.
+            let refused = match adoption_refused(
+                &u.name,
+                u.owner.as_deref(),
+                &target.name,
+                &target.admin_user,
+                &target.adoptable_users,
+            ) {
+                Some(refused) => Some(refused),
+                None => match keystone.user_role_assignments(&u.id).await {
+                    Ok(assignments) => roles_outside(&assignments, &project.id),
+                    Err(e) => return fail(report, "listing the user's role assignments", e),
+                },
+            };
+            if let Some((reason, why)) = refused {
                 report.status.user_id = None;
                 report.status.user_adopted = None;
                 report.status.password_secret_version = None;
                 report.user = Some(Desired::not_ok(
                     USER_READY,
-                    reasons::USER_CONFLICT,
+                    reason,
                     format!(
-                        "Keystone user {} (ID {}) already exists and was not created by this KeystoneService \
-                         (it may be the KeystoneAPI's admin user, another KeystoneService's user or one made by \
-                         hand); its password, roles and enabled flag are left alone: choose another serviceUser",
+                        "Keystone user {} (ID {}) already exists and was not created by this KeystoneService: {why}; \
+                         its password, roles and enabled flag are left alone",
                         spec.service_user, u.id
                     ),
                 ));
                 return Ok(());
             }
-            report.status.user_adopted = Some(false);
+            if let Err(e) = keystone.set_user_owner(&u.id, Some(&mark)).await {
+                return fail(report, "marking the adopted user", e);
+            }
+            ctx.metrics
+                .changes
+                .with_label_values(&[KIND, "user_adopted"])
+                .inc();
+            tracing::info!(id = %u.id, "adopted service user {}", spec.service_user);
+            crate::catalog::publish(
+                ctx,
+                svc,
+                EventType::Normal,
+                "UserAdopted",
+                format!(
+                    "Keystone user {} (ID {}) was adopted as KeystoneAPI {} allows ({}): its password and roles now \
+                     follow this object; deleting the object keeps the user",
+                    spec.service_user,
+                    u.id,
+                    target.name,
+                    keystone_types::catalog::ADOPT_SERVICE_USERS
+                ),
+            )
+            .await;
+            report.status.user_adopted = Some(true);
+            report.status.password_secret_version = None;
             u
         }
         Ok(None) => match keystone
@@ -604,6 +648,13 @@ async fn remove(
             .inc();
         tracing::info!(%id, "deleted service user {}", svc.spec.service_user);
     }
+    if let (Some(id), Some(true)) = (&status.user_id, status.user_adopted) {
+        // Adopted: it stays, and is no longer this object's.
+        match keystone.set_user_owner(id, None).await {
+            Ok(()) | Err(keystone_client::Error::NotFound { .. }) => {}
+            Err(e) => return Err(("releasing the adopted service user".to_owned(), e)),
+        }
+    }
     if let (Some(id), Some(false)) = (&status.service_id, status.service_adopted) {
         keystone
             .delete_service(id)
@@ -618,6 +669,67 @@ async fn remove(
     Ok(())
 }
 
+/// Why a user the operator did not create may not be adopted, before looking at its roles: the KeystoneAPI
+/// does not list it in `keystone.openstack.org/adopt-service-users`, it is the KeystoneAPI's admin user, or
+/// another catalog object owns it. `None`: its roles decide.
+fn adoption_refused(
+    name: &str,
+    owner: Option<&str>,
+    keystone_api: &str,
+    admin_user: &str,
+    adoptable: &[String],
+) -> Option<(&'static str, String)> {
+    // Keystone on MySQL compares names without case: so does this.
+    if name.eq_ignore_ascii_case(admin_user) {
+        return Some((
+            reasons::USER_NOT_ADOPTABLE,
+            format!("it is the admin user of KeystoneAPI {keystone_api}, which is never adopted"),
+        ));
+    }
+    if let Some(owner) = owner {
+        return Some((reasons::USER_CONFLICT, format!("it belongs to {owner}")));
+    }
+    if !adoptable.iter().any(|u| u.eq_ignore_ascii_case(name)) {
+        return Some((
+            reasons::USER_CONFLICT,
+            format!(
+                "it may be another KeystoneService's user or one made by hand; to hand it to this object, whoever \
+                 controls KeystoneAPI {keystone_api} lists it in the annotation {}",
+                keystone_types::catalog::ADOPT_SERVICE_USERS
+            ),
+        ));
+    }
+    None
+}
+
+/// Roles of a user that is otherwise adoptable outside the service project: any makes it not adoptable.
+fn roles_outside(
+    assignments: &[keystone_client::RoleAssignment],
+    service_project: &str,
+) -> Option<(&'static str, String)> {
+    use keystone_client::Scope;
+    let outside: Vec<String> = assignments
+        .iter()
+        .filter(|a| a.scope != Scope::Project(service_project.to_owned()))
+        .map(|a| match &a.scope {
+            Scope::Project(p) => format!("role {} on project {p}", a.role_id),
+            Scope::Domain(d) => format!("role {} on domain {d}", a.role_id),
+            Scope::System => format!("role {} on the system", a.role_id),
+            Scope::Other(s) => format!("role {} on {s}", a.role_id),
+        })
+        .collect();
+    (!outside.is_empty()).then(|| {
+        (
+            reasons::USER_NOT_ADOPTABLE,
+            format!(
+                "it has roles outside the {SERVICE_PROJECT} project ({}), so it is not adopted although the \
+                 KeystoneAPI allows it",
+                outside.join(", ")
+            ),
+        )
+    })
+}
+
 /// True when the deletion started more than [`CLEANUP_DEADLINE`] ago.
 pub(crate) fn past_deadline<K: Resource>(obj: &K) -> bool {
     obj.meta().deletion_timestamp.as_ref().is_some_and(|t| {
@@ -625,4 +737,68 @@ pub(crate) fn past_deadline<K: Resource>(obj: &K) -> bool {
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
         now - started > CLEANUP_DEADLINE.as_secs() as i64
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use keystone_client::{RoleAssignment, Scope};
+
+    use super::*;
+
+    #[test]
+    fn only_a_listed_unowned_user_other_than_the_admin_may_be_adopted() {
+        let listed = ["nova".to_owned(), "Admin".to_owned()];
+        let refused = |name: &str, owner: Option<&str>| {
+            adoption_refused(name, owner, "keystone", "admin", &listed).map(|(r, _)| r)
+        };
+        assert_eq!(refused("nova", None), None);
+        assert_eq!(refused("NOVA", None), None, "Keystone on MySQL ignores case");
+        assert_eq!(
+            refused("admin", None),
+            Some(reasons::USER_NOT_ADOPTABLE),
+            "even when listed"
+        );
+        assert_eq!(refused("ADMIN", None), Some(reasons::USER_NOT_ADOPTABLE));
+        assert_eq!(
+            refused("nova", Some("KeystoneService other/nova")),
+            Some(reasons::USER_CONFLICT)
+        );
+        assert_eq!(refused("glance", None), Some(reasons::USER_CONFLICT));
+        let (_, why) = adoption_refused("glance", None, "keystone", "admin", &listed).unwrap();
+        assert!(
+            why.contains(keystone_types::catalog::ADOPT_SERVICE_USERS),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn any_role_outside_the_service_project_prevents_adoption() {
+        let on = |role: &str, scope: Scope| RoleAssignment {
+            role_id: role.into(),
+            scope,
+        };
+        let service = Scope::Project("svc".into());
+        assert_eq!(roles_outside(&[], "svc"), None);
+        assert_eq!(
+            roles_outside(
+                &[on("member", service.clone()), on("admin", service.clone())],
+                "svc"
+            ),
+            None
+        );
+        for other in [
+            Scope::Project("admin-project".into()),
+            Scope::Domain("default".into()),
+            Scope::System,
+            Scope::Other("{}".into()),
+        ] {
+            let (reason, why) = roles_outside(
+                &[on("member", service.clone()), on("admin", other.clone())],
+                "svc",
+            )
+            .unwrap_or_else(|| panic!("{other:?} let it through"));
+            assert_eq!(reason, reasons::USER_NOT_ADOPTABLE);
+            assert!(why.contains("role admin on"), "{why}");
+        }
+    }
 }

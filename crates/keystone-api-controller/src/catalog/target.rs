@@ -140,6 +140,10 @@ pub struct Target {
     pub region: String,
     /// A client authenticated as its bootstrap admin.
     pub keystone: KeystoneClient,
+    /// Its `spec.adminUser`: never adopted or changed by a catalog object.
+    pub admin_user: String,
+    /// The users its `keystone.openstack.org/adopt-service-users` annotation allows a KeystoneService to adopt.
+    pub adoptable_users: Vec<String>,
 }
 
 /// Why there is no target (yet): a condition to report.
@@ -266,8 +270,21 @@ pub async fn resolve(
     let keystone = admin
         .get(&format!("{ns}/{name}"), &url, &ks.spec.admin_user, &password)
         .map_err(|e| unavailable(format!("cannot build a Keystone client for {url}: {e}")))?;
+    let adoptable_users = ks
+        .annotations()
+        .get(keystone_types::catalog::ADOPT_SERVICE_USERS)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Target {
         region: ks.spec.region.clone(),
+        admin_user: ks.spec.admin_user.clone(),
+        adoptable_users,
         name,
         keystone,
     })
