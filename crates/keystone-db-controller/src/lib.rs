@@ -231,6 +231,12 @@ async fn reconcile_steps(ks: &KeystoneAPI, ctx: &Context) -> Result<(Action, boo
             })
             .await;
             if matches!(state, StepState::Done) {
+                if prev.db_create_hash.as_deref() != Some(hash.as_str()) {
+                    // Finished just now: what it found in the database, before any credential key is made.
+                    if let Some(n) = steps::stored_credentials(&step_ctx, &hash).await {
+                        db.stored_credentials = Some(n);
+                    }
+                }
                 db.db_create_hash = Some(hash.clone());
                 // The database has the password of this version of the Secret (its HMAC is in the hash).
                 db.password_secret_version = password_secret.as_ref().and_then(|s| s.resource_version());

@@ -220,6 +220,28 @@ async fn stuck_pods(sc: &StepContext<'_>, job: &str) -> Vec<String> {
     }
 }
 
+/// The encrypted credentials the database step's Job for `hash` found (its pod's termination message); `None`
+/// when it cannot be read (then the status keeps what it had, and without a count the fernet controller makes no
+/// credential keys for a KeystoneAPI that never had any).
+pub async fn stored_credentials(sc: &StepContext<'_>, hash: &str) -> Option<i64> {
+    let job = latest(sc, keystone_types::labels::component::DB_CREATE, hash)
+        .await
+        .ok()??;
+    let api: Api<Pod> = Api::namespaced(sc.ctx.client.clone(), &sc.ks.namespace().unwrap_or_default());
+    let pods = api
+        .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "cannot read the database Job's pods"))
+        .ok()?;
+    pods.items
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .filter(|t| t.exit_code == 0)
+        .find_map(|t| crate::build::jobs::stored_credentials(t.message.as_deref()?))
+}
+
 /// Runs (or follows) the step's Job like [`follow`]; a failed API call becomes the step's state (its
 /// condition names the object and the API server's answer) with this KeystoneAPI's next backoff.
 pub async fn run(sc: &StepContext<'_>, step: &Step<'_>, build: impl Fn(u32) -> Job) -> StepState {

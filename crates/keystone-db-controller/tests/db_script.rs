@@ -62,3 +62,47 @@ fn creates_database_and_user_with_any_password_and_applies_changes() {
     assert!(!ok);
     assert!(out.contains("Access denied"), "{out}");
 }
+
+/// The script reports how many encrypted credentials the database holds (none before db-sync made the table),
+/// through the termination message the db controller reads, so that no credential keys are made that cannot
+/// decrypt them.
+#[test]
+fn counts_the_encrypted_credentials_the_database_already_holds() {
+    let mut db = MariaDb::start(ROOT);
+    let log = std::env::temp_dir().join(format!("termination-log-{}", std::process::id()));
+    let run_logged = |db: &mut MariaDb| {
+        let port = db.port.to_string();
+        let root = db.root_password.clone();
+        let (ok, out) = db.python(
+            DB_CREATE_SCRIPT,
+            &[
+                ("DB_HOST", "127.0.0.1"),
+                ("DB_PORT", &port),
+                ("DB_NAME", "keystone"),
+                ("DB_USER", "keystone"),
+                ("DB_CREATE", "true"),
+                ("DB_PASSWORD", "pw"),
+                ("DB_ROOT_PASSWORD", &root),
+                ("TERMINATION_LOG", log.to_str().unwrap()),
+            ],
+        );
+        assert!(ok, "{out}");
+        keystone_db_controller::build::jobs::stored_credentials(&std::fs::read_to_string(&log).unwrap())
+    };
+    // A new database: no credential table yet.
+    assert_eq!(run_logged(&mut db), Some(0));
+    // db-sync made the table, and credentials were stored with some keys.
+    let port = db.port.to_string();
+    let (ok, out) = db.python(
+        "import os, pymysql\n\
+         c = pymysql.connect(host='127.0.0.1', port=int(os.environ['P']), user='keystone', password=b'pw', database='keystone')\n\
+         cur = c.cursor()\n\
+         cur.execute('CREATE TABLE credential (id VARCHAR(64) PRIMARY KEY, encrypted_blob TEXT)')\n\
+         cur.execute(\"INSERT INTO credential VALUES ('a', 'x'), ('b', 'y'), ('c', 'z')\")\n\
+         c.commit()\n",
+        &[("P", &port)],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(run_logged(&mut db), Some(3));
+    let _ = std::fs::remove_file(&log);
+}

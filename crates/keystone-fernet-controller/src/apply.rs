@@ -493,8 +493,45 @@ pub async fn credential_keys(
     // that was lost.
     let status_ack = status_ack_of(ks);
 
+    let stored = ks
+        .status
+        .as_ref()
+        .and_then(|s| s.database.as_ref())
+        .and_then(|d| d.stored_credentials);
+    let database = &ks.spec.database;
+    // Why no Secret is not a loss but stops creation: the database already holds credentials other keys made.
+    let mut reason = reasons::KEYS_LOST;
     let problem = match &existing {
-        None if previous_hash.is_none() => None,
+        // Never had keys: make them only for a database known to hold no credentials yet.
+        None if previous_hash.is_none() => match stored {
+            Some(0) => None,
+            Some(n) => {
+                reason = reasons::CREDENTIALS_WITHOUT_KEYS;
+                Some(format!(
+                    "database {} on {} already holds {n} encrypted credentials, and Secret {secret_name} (the keys \
+                     that encrypted them) does not exist",
+                    database.name, database.host
+                ))
+            }
+            None => {
+                return Ok(Step::Done(CredentialOutcome {
+                    condition: Desired::not_ok(
+                        CREDENTIAL_KEYS_READY,
+                        reasons::WAITING_FOR_DATABASE,
+                        format!(
+                            "waiting for the database step to report whether database {} on {} already holds \
+                             encrypted credentials (DatabaseReady); credential keys are made only for one that \
+                             holds none",
+                            database.name, database.host
+                        ),
+                    ),
+                    hash: None,
+                    handled_ack: status_ack,
+                    rotation: previous_rotation(ks),
+                    wake_at: None,
+                }));
+            }
+        },
         None => Some(format!("Secret {secret_name} was deleted")),
         Some(secret) => match KeySet::from_data(secret_data(secret)) {
             Ok(set) => {
@@ -520,12 +557,17 @@ pub async fn credential_keys(
              these keys: restore the Secret from a backup, or accept losing them by setting the annotation \
              {REGENERATE_CREDENTIAL_KEYS}=<a new value> on this KeystoneAPI to create new keys"
         );
-        if previous_reason(ks, CREDENTIAL_KEYS_READY) != Some(reasons::KEYS_LOST) {
-            tracing::warn!(secret = %secret_name, "credential keys lost; not regenerating without acknowledgement");
-            publish(ctx, ks, EventType::Warning, "CredentialKeysLost", message.clone()).await;
+        if previous_reason(ks, CREDENTIAL_KEYS_READY) != Some(reason) {
+            tracing::warn!(secret = %secret_name, reason, "no usable credential keys; not creating new ones without acknowledgement");
+            let event = if reason == reasons::KEYS_LOST {
+                "CredentialKeysLost"
+            } else {
+                "CredentialsWithoutKeys"
+            };
+            publish(ctx, ks, EventType::Warning, event, message.clone()).await;
         }
         return Ok(Step::Done(CredentialOutcome {
-            condition: Desired::not_ok(CREDENTIAL_KEYS_READY, reasons::KEYS_LOST, message),
+            condition: Desired::not_ok(CREDENTIAL_KEYS_READY, reason, message),
             hash: previous_hash,
             handled_ack: status_ack,
             rotation: previous_rotation(ks),

@@ -784,3 +784,51 @@ async fn a_refused_key_secret_is_reported_and_created_once_allowed() {
         .await;
     env.ns.delete().await;
 }
+
+/// Credential keys are made for a KeystoneAPI that never had any only once the database step reported that the
+/// database holds no encrypted credentials: new keys cannot decrypt credentials stored with others. A database
+/// that holds some stops creation (`CredentialsWithoutKeys`) until the Secret is restored or the loss is
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn credential_keys_are_not_made_for_a_database_that_already_holds_credentials() {
+    let env = Env::new("fernet-stored", "5m").await;
+    let _proc = env.start_controller().await;
+    env.create_unreported("keystone", json!({"replicas": 0})).await;
+    let ks = env
+        .wait_condition(
+            "keystone",
+            CREDENTIAL_KEYS_READY,
+            "False",
+            Some("WaitingForDatabase"),
+        )
+        .await;
+    assert!(condition_message(&ks, CREDENTIAL_KEYS_READY).contains("already holds encrypted credentials"));
+    // The fernet keys do not wait.
+    env.wait_condition("keystone", FERNET_KEYS_READY, "True", None)
+        .await;
+    env.report_stored_credentials("keystone", 3).await;
+    let ks = env
+        .wait_condition(
+            "keystone",
+            CREDENTIAL_KEYS_READY,
+            "False",
+            Some("CredentialsWithoutKeys"),
+        )
+        .await;
+    let message = condition_message(&ks, CREDENTIAL_KEYS_READY);
+    assert!(
+        message.contains("already holds 3 encrypted credentials") && message.contains(REGENERATE),
+        "{message}"
+    );
+    env.wait_event("keystone", "CredentialsWithoutKeys").await;
+    assert!(
+        env.credential_secret("keystone").await.is_none(),
+        "keys were made anyway"
+    );
+    // Accepting the loss makes them.
+    env.annotate("keystone", REGENERATE, "accept-1").await;
+    env.wait_condition("keystone", CREDENTIAL_KEYS_READY, "True", None)
+        .await;
+    assert!(env.credential_secret("keystone").await.is_some());
+    env.ns.delete().await;
+}

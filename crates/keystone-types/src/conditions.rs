@@ -217,6 +217,11 @@ pub mod reasons {
     pub const KEYS_CORRUPTED: &str = "KeysCorrupted";
     /// Credential keys were deleted or corrupted; regeneration needs an explicit acknowledgement.
     pub const KEYS_LOST: &str = "KeysLost";
+    /// The database already holds encrypted credentials but the KeystoneAPI has no credential keys: new keys
+    /// are made only on an explicit acknowledgement (restoring the Secret is the other way out).
+    pub const CREDENTIALS_WITHOUT_KEYS: &str = "CredentialsWithoutKeys";
+    /// Waiting for the database step to report whether the database holds encrypted credentials.
+    pub const WAITING_FOR_DATABASE: &str = "WaitingForDatabase";
     /// The key Secret exists but the operator did not create it for this KeystoneAPI; used only on request.
     pub const KEYS_NOT_OURS: &str = "KeysNotOurs";
     /// Generating key material failed; nothing was written.

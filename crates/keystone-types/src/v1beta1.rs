@@ -686,6 +686,11 @@ pub struct DatabaseStatus {
     /// The last `keystone-manage credential_migrate` that succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_migration: Option<CredentialMigrationStatus>,
+    /// How many encrypted credentials (EC2, TOTP, application secrets) the database held when the database
+    /// step last ran. The fernet controller creates credential keys for a KeystoneAPI that never had any only
+    /// when this is 0: new keys cannot decrypt credentials stored with other ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_credentials: Option<i64>,
 }
 
 /// A successful `credential_migrate`, as the db controller publishes it.

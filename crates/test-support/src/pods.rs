@@ -122,6 +122,12 @@ impl PodDriver {
         let statuses: Vec<_> = containers
             .iter()
             .map(|c| {
+                let mut state = state.clone();
+                // The database Job's script reports what it found in its termination message; a new
+                // database holds no encrypted credentials.
+                if c == "db-create" && outcome == Outcome::Succeeded {
+                    state["terminated"]["message"] = json!("storedCredentials=0");
+                }
                 json!({
                     "name": c, "image": image_of(c), "imageID": "", "restartCount": 0,
                     "ready": ready, "started": phase == "Running", "state": state,

@@ -825,7 +825,9 @@ async fn image_change(env: &Env) -> String {
 }
 
 /// Scenario 7: deleting the KeystoneAPI removes every child it owns, while the database and the credential
-/// keys stay; re-created, Keystone decrypts the EC2 credential made in scenario 1 with the kept keys.
+/// keys stay. Re-created without its credential key Secret, it makes no new keys for a database that holds
+/// credentials (`CredentialsWithoutKeys`); with the Secret restored, Keystone decrypts the EC2 credential made
+/// in scenario 1.
 async fn delete_and_recreate(env: &Env, access: &str, admin_password: &str, db_password: &str) {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::batch::v1::Job;
@@ -891,8 +893,46 @@ async fn delete_and_recreate(env: &Env, access: &str, admin_password: &str, db_p
         "the database went with the KeystoneAPI"
     );
 
+    // Without its credential keys the re-created KeystoneAPI must not make new ones: the database holds the EC2
+    // credential of scenario 1, which new keys could never decrypt. Restoring the Secret (here: from the copy
+    // taken above, as from a backup) is the way out.
+    let mut kept = secrets.get(&cred_name).await.unwrap();
+    secrets
+        .delete(&cred_name, &DeleteParams::default())
+        .await
+        .unwrap();
     let ks = keystone_types::KeystoneAPI::new(NAME, spec);
     env.keystones().create(&PostParams::default(), &ks).await.unwrap();
+    let refused = test_support::wait::until("CredentialsWithoutKeys", Duration::from_secs(180), || async {
+        let ks = env.keystones().get(NAME).await.map_err(|e| e.to_string())?;
+        let c = ks
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|cs| {
+                cs.into_iter()
+                    .find(|c| c.type_ == conditions::CREDENTIAL_KEYS_READY)
+            })
+            .ok_or("no CredentialKeysReady")?;
+        if c.reason == "CredentialsWithoutKeys" {
+            Ok(c)
+        } else {
+            Err(format!("{c:?}"))
+        }
+    })
+    .await;
+    assert_eq!(refused.reason, "CredentialsWithoutKeys", "{refused:?}");
+    assert!(refused.message.contains("encrypted credentials"), "{refused:?}");
+    assert!(
+        secrets.get_opt(&cred_name).await.unwrap().is_none(),
+        "new credential keys were made for a database that holds credentials"
+    );
+    kept.metadata = kube::api::ObjectMeta {
+        name: kept.metadata.name.clone(),
+        labels: kept.metadata.labels.clone(),
+        annotations: kept.metadata.annotations.clone(),
+        ..Default::default()
+    };
+    secrets.create(&PostParams::default(), &kept).await.unwrap();
     let ks = env
         .wait_condition(NAME, conditions::READY, "True", Duration::from_secs(300))
         .await;

@@ -52,9 +52,31 @@ if os.environ.get("DB_CREATE") == "true":
             cur.execute("GRANT ALL PRIVILEGES ON `%s`.* TO %%s@%%s" % name, (user, h))
     root.close()
 conn = pymysql.connect(host=host, port=port, user=user, password=password.encode(), database=name, charset="utf8mb4")
+# Encrypted credentials already there (a database that outlived its KeystoneAPI, or came from elsewhere): the
+# operator must not make new credential keys that cannot decrypt them. Reported through the termination
+# message, which the db controller reads from the pod.
+with conn.cursor() as cur:
+    cur.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = 'credential'",
+                (name,))
+    stored = 0
+    if cur.fetchone()[0]:
+        cur.execute("SELECT COUNT(*) FROM credential")
+        stored = cur.fetchone()[0]
 conn.close()
-print("database %s is reachable as %s" % (name, user))
+with open(os.environ.get("TERMINATION_LOG", "/dev/termination-log"), "w") as log:
+    log.write("storedCredentials=%d" % stored)
+print("database %s is reachable as %s; it holds %d encrypted credentials" % (name, user, stored))
 "#;
+
+/// Reads the count [`DB_CREATE_SCRIPT`] leaves in its termination message.
+pub fn stored_credentials(termination_message: &str) -> Option<i64> {
+    termination_message
+        .trim()
+        .strip_prefix("storedCredentials=")?
+        .parse()
+        .ok()
+        .filter(|n: &i64| *n >= 0)
+}
 
 fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
@@ -514,5 +536,20 @@ mod tests {
         assert_eq!(spec.suspend, Some(true));
         assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
         assert_eq!(cj.metadata.name.as_deref(), Some("keystone-trust-flush"));
+    }
+
+    #[test]
+    fn the_stored_credential_count_is_read_only_from_the_scripts_own_line() {
+        assert_eq!(stored_credentials("storedCredentials=0"), Some(0));
+        assert_eq!(stored_credentials("storedCredentials=12\n"), Some(12));
+        for other in [
+            "",
+            "storedCredentials=",
+            "storedCredentials=-1",
+            "storedCredentials=x",
+            "Error: boom",
+        ] {
+            assert_eq!(stored_credentials(other), None, "{other:?}");
+        }
     }
 }

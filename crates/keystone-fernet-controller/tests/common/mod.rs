@@ -72,7 +72,39 @@ impl Env {
             "metadata": { "name": name }, "spec": spec,
         }))
         .unwrap();
-        self.keystones.create(&PostParams::default(), &ks).await.unwrap()
+        let created = self.keystones.create(&PostParams::default(), &ks).await.unwrap();
+        self.report_stored_credentials(name, 0).await;
+        created
+    }
+
+    /// Writes what the db controller's database step reports: how many encrypted credentials the database
+    /// holds (credential keys are made only for one that holds none).
+    pub async fn report_stored_credentials(&self, name: &str, n: i64) {
+        let status = keystone_types::KeystoneAPIStatus {
+            database: Some(keystone_types::v1beta1::DatabaseStatus {
+                stored_credentials: Some(n),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        operator_common::apply::apply_status(
+            &self.keystones,
+            name,
+            keystone_types::conditions::Controller::Db,
+            &status,
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Creates `name` without the db controller's report.
+    pub async fn create_unreported(&self, name: &str, spec: Value) {
+        let ks: KeystoneAPI = serde_json::from_value(json!({
+            "apiVersion": "keystone.openstack.org/v1beta1", "kind": "KeystoneAPI",
+            "metadata": { "name": name }, "spec": spec,
+        }))
+        .unwrap();
+        self.keystones.create(&PostParams::default(), &ks).await.unwrap();
     }
 
     pub async fn annotate(&self, name: &str, key: &str, value: &str) {
