@@ -142,11 +142,15 @@ fn metric(text: &str, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn catalog_objects_find_their_keystone_api_back_off_on_an_outage_and_never_hang_on_deletion() {
+/// A namespace with the seed's Secret (plus a placement password) and the api controller watching it, started
+/// with `args`.
+async fn namespace_with_controller(
+    prefix: &str,
+    args: impl FnOnce(&str) -> Vec<String>,
+) -> (Client, TestNamespace, ControllerProcess) {
     let cluster = test_cluster().await;
     let client = cluster.client().await;
-    let ns = TestNamespace::new(&client, "catalog").await;
+    let ns = TestNamespace::new(&client, prefix).await;
     let osp: Secret = serde_json::from_value(json!({
         "metadata": {"name": "osp-secret"},
         "stringData": {"AdminPassword": "admin$pw", "KeystoneDatabasePassword": "db", "DbRootPassword": "root",
@@ -157,17 +161,27 @@ async fn catalog_objects_find_their_keystone_api_back_off_on_an_outage_and_never
         .create(&PostParams::default(), &osp)
         .await
         .unwrap();
+    let args = args(&ns.name);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut proc = ControllerProcess::start(BINARY, cluster, Some(&ns.name), &args);
+    proc.wait_ready().await;
+    (client, ns, proc)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn catalog_objects_find_their_keystone_api_back_off_on_an_outage_and_never_hang_on_deletion() {
     // Keystone "runs" on a socket that never answers (held for the whole test, so that no other process gets
     // the port): every Keystone call times out.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let override_url = format!("{}/keystone=http://{}", ns.name, silent.local_addr().unwrap());
-    let mut proc = ControllerProcess::start(
-        BINARY,
-        cluster,
-        Some(&ns.name),
-        &["--keystone-url", &override_url, "--keystone-timeout", "2s"],
-    );
-    proc.wait_ready().await;
+    let (client, ns, proc) = namespace_with_controller("catalog", |ns| {
+        vec![
+            "--keystone-url".into(),
+            format!("{ns}/keystone=http://{}", silent.local_addr().unwrap()),
+            "--keystone-timeout".into(),
+            "2s".into(),
+        ]
+    })
+    .await;
     let services: Api<KeystoneService> = Api::namespaced(client.clone(), &ns.name);
     let endpoints: Api<KeystoneEndpoint> = Api::namespaced(client.clone(), &ns.name);
     let keystones: Api<KeystoneAPI> = Api::namespaced(client.clone(), &ns.name);
@@ -380,21 +394,7 @@ async fn catalog_objects_find_their_keystone_api_back_off_on_an_outage_and_never
 #[tokio::test(flavor = "multi_thread")]
 async fn deletion_waits_for_a_keystone_api_that_is_not_ready() {
     use kube::api::{Patch, PatchParams};
-    let cluster = test_cluster().await;
-    let client = cluster.client().await;
-    let ns = TestNamespace::new(&client, "catalog-wait").await;
-    let osp: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "osp-secret"},
-        "stringData": {"AdminPassword": "admin$pw", "KeystoneDatabasePassword": "db", "DbRootPassword": "root",
-                       "PlacementPassword": "placement$pw"},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &osp)
-        .await
-        .unwrap();
-    let mut proc = ControllerProcess::start(BINARY, cluster, Some(&ns.name), &[]);
-    proc.wait_ready().await;
+    let (client, ns, _proc) = namespace_with_controller("catalog-wait", |_| Vec::new()).await;
     let services: Api<KeystoneService> = Api::namespaced(client.clone(), &ns.name);
     let keystones: Api<KeystoneAPI> = Api::namespaced(client.clone(), &ns.name);
     keystones

@@ -493,22 +493,10 @@ async fn rotation_under_load(env: &mut Env) -> String {
         .await;
     let ips: Vec<String> = pods.iter().map(|(_, ip)| ip.clone()).collect();
     // The token is past its expiry and still inside its allow-expired window on both replicas.
-    let expired_inside_window = || async {
-        for ip in &ips {
-            let auth = ksc.issue(ip, ADMIN_PASSWORD).await?;
-            keystone_e2e::flush_memcached().await;
-            let plain = ksc.validate(ip, &auth, &old_token, false).await?;
-            let allowed = ksc.validate(ip, &auth, &old_token, true).await?;
-            if (plain, allowed) != (404, 200) {
-                return Err(format!("{ip}: plain {plain}, allow_expired {allowed}"));
-            }
-        }
-        Ok(())
-    };
     test_support::wait::until(
         "the token expired, inside its window",
         EXPIRATION + Duration::from_secs(30),
-        expired_inside_window,
+        || expired_inside_window(&ksc, &ips, &old_token),
     )
     .await;
     let count = env.rotation_count(NAME).await;
@@ -536,15 +524,21 @@ async fn rotation_under_load(env: &mut Env) -> String {
     .await;
     assert!(deferred.contains("may still verify tokens"), "{deferred}");
     // Nothing was dropped: with the cache flushed, both replicas still verify the token with allow_expired.
-    expired_inside_window().await.unwrap();
+    expired_inside_window(&ksc, &ips, &old_token).await.unwrap();
     assert_eq!(env.rotation_count(NAME).await, count, "the request rotated");
     let age = old_at.elapsed();
     assert!(
         age > EXPIRATION && age < EXPIRATION + WINDOW,
         "the token is {age:?} old: not inside its allow-expired window"
     );
-    // With room for one more key the request runs at once, dropping nothing.
+    // With room for one more key the request runs at once, dropping nothing. (maxActiveKeys is in keystone.conf:
+    // the pods roll, and the next scenario must start from the rolled ones.)
+    let before = pod_names(&pods);
     patch_spec(env, json!({"fernet": {"maxActiveKeys": MAX_KEYS}})).await;
+    let pods = rolled(env, &before, Duration::from_secs(180)).await;
+    env.wait_condition(NAME, conditions::READY, "True", Duration::from_secs(120))
+        .await;
+    let ips: Vec<String> = pods.iter().map(|(_, ip)| ip.clone()).collect();
     test_support::wait::until("the deferred request ran", Duration::from_secs(60), || async {
         let now = env.rotation_count(NAME).await;
         if now > count {
@@ -555,7 +549,7 @@ async fn rotation_under_load(env: &mut Env) -> String {
     })
     .await;
     assert!(fernet_keys(env).await.unwrap().len() > 3);
-    expired_inside_window().await.unwrap();
+    expired_inside_window(&ksc, &ips, &old_token).await.unwrap();
     format!(
         "{rotations} rotations under load, {} tokens issued, {} validations ({} of tokens issued before a later \
          rotation, {} within {} s of expiry; {} refusals answered after expiry), 0 failures; key sets reached the lagging pod after ≤ {:.1} s and the other after ≤ {:.1} s; \
@@ -570,6 +564,21 @@ async fn rotation_under_load(env: &mut Env) -> String {
         max(&fresh),
         age.as_secs_f64()
     )
+}
+
+/// Whether `token` is past its expiry and inside its allow-expired window on every pod at `ips`, with the token
+/// cache flushed: refused plainly (404), accepted with `allow_expired` (200).
+async fn expired_inside_window(ksc: &Keystone, ips: &[String], token: &str) -> Result<(), String> {
+    for ip in ips {
+        let auth = ksc.issue(ip, ADMIN_PASSWORD).await?;
+        keystone_e2e::flush_memcached().await;
+        let plain = ksc.validate(ip, &auth, token, false).await?;
+        let allowed = ksc.validate(ip, &auth, token, true).await?;
+        if (plain, allowed) != (404, 200) {
+            return Err(format!("{ip}: plain {plain}, allow_expired {allowed}"));
+        }
+    }
+    Ok(())
 }
 
 /// Scenario 3: a config change through `customServiceConfig` rolls the pods and takes effect; a key rotation
