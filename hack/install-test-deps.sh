@@ -3,11 +3,16 @@
 # against it; the local node's database), PyMySQL for the system Python (the driver the Keystone image uses),
 # Keystone itself (Debian's python3-keystone, Zed), uWSGI to serve it, memcached, the OpenStack client, and
 # Apache with mod_wsgi (only to syntax-check the httpd site the operator renders).
+# With --node, also what the real node runs (hack/node.sh): containerd, runc, the CNI plugins, iptables and
+# conntrack (kube-proxy), buildah and debootstrap (the images are built here from Debian packages).
 # Idempotent; needs root to install (prints the apt-get command otherwise).
 set -euo pipefail
 pkgs=(mariadb-server python3-pymysql python3-keystone memcached python3-openstackclient python3-keystoneauth1
   python3-pymemcache uwsgi-core uwsgi-plugin-python3 iproute2 util-linux
   apache2-bin libapache2-mod-wsgi-py3)  # apache2 -t checks the rendered httpd site
+if [ "${1:-}" = --node ]; then
+  pkgs+=(containerd runc containernetworking-plugins iptables conntrack buildah debootstrap)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

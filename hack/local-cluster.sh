@@ -2,9 +2,13 @@
 # A real local Kubernetes control plane on 127.0.0.1: etcd + kube-apiserver (+ kube-controller-manager),
 # built from source by hack/build-control-plane.sh. No kubelet: nothing scheduled runs (see the local node).
 #
-#   hack/local-cluster.sh up     [--name NAME] [--no-crds] [--no-kcm] [--audit]
+#   hack/local-cluster.sh up     [--name NAME] [--no-crds] [--no-kcm] [--audit] [--node-ip IP]
 #                                start (or reuse) and print `export KUBECONFIG=...`; --audit writes every
-#                                request (metadata only) to logs/audit.log (the benchmarks count writes with it)
+#                                request (metadata only) to logs/audit.log (the benchmarks count writes with it);
+#                                --node-ip: for a real node (hack/node.sh): the apiserver listens and advertises
+#                                on IP (pods reach it through the `kubernetes` Service), authorizes Node,RBAC with
+#                                NodeRestriction, calls kubelets with a client certificate, and the controller
+#                                manager also runs the node-lifecycle and pod-GC controllers
 #   hack/local-cluster.sh down   [--name NAME]                          stop exactly the processes `up` started
 #   hack/local-cluster.sh status [--name NAME]                          exit 0 when running and ready
 #   hack/local-cluster.sh kubeconfig [--name NAME]                      print the kubeconfig path
@@ -18,13 +22,14 @@ repo=$(cd "$here/.." && pwd)
 CACHE=${KEYSTONE_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/keystone-operator}
 
 cmd=${1:-}; shift || true
-name=dev; crds=1; kcm=1; audit=0
+name=dev; crds=1; kcm=1; audit=0; node_ip=
 while [ $# -gt 0 ]; do
   case "$1" in
     --name) name=$2; shift 2 ;;
     --no-crds) crds=0; shift ;;
     --no-kcm) kcm=0; shift ;;
     --audit) audit=1; shift ;;
+    --node-ip) node_ip=$2; shift 2 ;;
     *) echo "local-cluster: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -53,8 +58,11 @@ ready() {
   [ -f "$dir/kubeconfig" ] && pid_alive etcd && pid_alive kube-apiserver || return 1
   if [ -f "$dir/kcm.enabled" ]; then pid_alive kube-controller-manager || return 1; fi
   curl -fsS --max-time 2 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" \
-    "https://127.0.0.1:$(cat "$dir/apiserver.port")/readyz" >/dev/null 2>&1
+    "https://$(addr):$(cat "$dir/apiserver.port")/readyz" >/dev/null 2>&1
 }
+
+# the address the running apiserver listens on
+addr() { local a; a=$(cat "$dir/node-ip" 2>/dev/null || true); echo "${a:-127.0.0.1}"; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
@@ -79,12 +87,15 @@ wait_for() { # wait_for SECONDS PROCESS LOGFILE COMMAND...
 make_pki() {
   local p="$dir/pki"
   mkdir -p "$p"
+  if [ -n "$node_ip" ] && [ -f "$p/admin.crt" ] && ! grep -qx "$node_ip" "$p/serving.ips" 2>/dev/null; then
+    rm -f "$p/admin.crt"  # the serving certificate must name the node address: make the set again
+  fi
   [ -f "$p/admin.crt" ] && return 0
   log "creating certificates"
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=keystone-operator-local-ca" \
     -keyout "$p/ca.key" -out "$p/ca.crt" 2>/dev/null
   cat > "$p/serving.ext" <<EXT
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1${node_ip:+,IP:$node_ip},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 extendedKeyUsage=serverAuth
 EXT
   openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout "$p/serving.key" -out "$p/serving.csr" 2>/dev/null
@@ -95,6 +106,12 @@ EXT
     -keyout "$p/admin.key" -out "$p/admin.csr" 2>/dev/null
   openssl x509 -req -in "$p/admin.csr" -CA "$p/ca.crt" -CAkey "$p/ca.key" -CAcreateserial -days 3650 \
     -extfile "$p/client.ext" -out "$p/admin.crt" 2>/dev/null
+  # the apiserver's identity towards kubelets (logs, exec, port-forward)
+  openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+    -keyout "$p/kubelet-client.key" -out "$p/kubelet-client.csr" 2>/dev/null
+  openssl x509 -req -in "$p/kubelet-client.csr" -CA "$p/ca.crt" -CAkey "$p/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$p/client.ext" -out "$p/kubelet-client.crt" 2>/dev/null
+  echo "$node_ip" > "$p/serving.ips"
   openssl genrsa -out "$p/sa.key" 2048 2>/dev/null
   openssl rsa -in "$p/sa.key" -pubout -out "$p/sa.pub" 2>/dev/null
   chmod 600 "$p"/*.key
@@ -107,7 +124,7 @@ kind: Config
 clusters:
 - name: keystone-operator-$name
   cluster:
-    server: https://127.0.0.1:$1
+    server: https://${node_ip:-127.0.0.1}:$1
     certificate-authority: $dir/pki/ca.crt
 users:
 - name: admin
@@ -130,6 +147,15 @@ start() {
   local etcd_port peer_port api_port
   etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
   echo "$api_port" > "$dir/apiserver.port"
+  echo "$node_ip" > "$dir/node-ip"
+  local node_args=(--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --authorization-mode RBAC
+    --endpoint-reconciler-type none)
+  if [ -n "$node_ip" ]; then
+    node_args=(--bind-address "$node_ip" --advertise-address "$node_ip" --authorization-mode Node,RBAC
+      --enable-admission-plugins NodeRestriction --endpoint-reconciler-type lease
+      --kubelet-client-certificate "$dir/pki/kubelet-client.crt" --kubelet-client-key "$dir/pki/kubelet-client.key"
+      --kubelet-certificate-authority "$dir/pki/ca.crt" --kubelet-preferred-address-types InternalIP)
+  fi
 
   log "starting etcd on 127.0.0.1:$etcd_port"
   setsid "$BIN/etcd" --name "$name" --data-dir "$dir/etcd-data" \
@@ -148,20 +174,20 @@ start() {
     audit_args=(--audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log"
       --audit-log-format json --audit-log-mode blocking --audit-log-maxsize 0)
   fi
-  log "starting kube-apiserver on https://127.0.0.1:$api_port"
+  log "starting kube-apiserver on https://${node_ip:-127.0.0.1}:$api_port"
   setsid "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    "${node_args[@]}" --secure-port "$api_port" \
     --tls-cert-file "$dir/pki/serving.crt" --tls-private-key-file "$dir/pki/serving.key" \
-    --client-ca-file "$dir/pki/ca.crt" --authorization-mode RBAC \
+    --client-ca-file "$dir/pki/ca.crt" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$dir/pki/sa.pub" --service-account-signing-key-file "$dir/pki/sa.key" \
-    --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true --profiling=false --endpoint-reconciler-type none \
+    --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true --profiling=false \
     --cert-dir "$dir/pki/generated" --v 1 "${audit_args[@]}" </dev/null >"$dir/logs/kube-apiserver.log" 2>&1 9>&- &
   echo $! > "$dir/kube-apiserver.pid"
   write_kubeconfig "$api_port"
   wait_for 120 kube-apiserver "$dir/logs/kube-apiserver.log" \
     curl -fsS --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" \
-    "https://127.0.0.1:$api_port/readyz"
+    "https://${node_ip:-127.0.0.1}:$api_port/readyz"
 
   rm -f "$dir/kcm.enabled"
   if [ "$kcm" = 1 ]; then
@@ -170,6 +196,7 @@ start() {
     controllers+=,garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller
     controllers+=,job-controller,cronjob-controller,ttl-after-finished-controller,disruption-controller
     controllers+=,endpointslice-controller,resourcequota-controller
+    [ -n "$node_ip" ] && controllers+=,node-lifecycle-controller,pod-garbage-collector-controller
     setsid "$BIN/kube-controller-manager" --kubeconfig "$dir/kubeconfig" --leader-elect=false --secure-port 0 \
       --controllers "$controllers" --service-account-private-key-file "$dir/pki/sa.key" \
       --root-ca-file "$dir/pki/ca.crt" --use-service-account-credentials=false --v 1 \
@@ -200,7 +227,7 @@ case "$cmd" in
     mkdir -p "$dir"
     exec 9>"$dir/lock"
     flock 9
-    if ready; then
+    if ready && [ "$(cat "$dir/node-ip" 2>/dev/null)" = "$node_ip" ]; then
       log "reusing the running control plane"
     else
       start
