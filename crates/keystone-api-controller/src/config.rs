@@ -13,7 +13,7 @@ use crate::validate::Validated;
 /// WSGI processes per pod (one thread each): bcrypt makes password logins CPU-bound, so this tracks cores.
 pub const WSGI_PROCESSES: u32 = 2;
 
-use keystone_types::pod::{CONFIG_DIR, SECRET_DIR};
+use keystone_types::pod;
 
 /// The rendered configuration.
 #[derive(Clone, PartialEq, Eq)]
@@ -55,11 +55,7 @@ impl Templates {
 
     /// Renders every file for `v`; the hash is an HMAC under `key`.
     pub fn render(&self, v: &Validated, key: &Key) -> Result<Rendered, handlebars::RenderError> {
-        let domain_files: BTreeMap<&str, &str> = v
-            .overwrite
-            .iter()
-            .filter_map(|(k, c)| k.strip_prefix("domains/").map(|f| (f, c.as_str())))
-            .collect();
+        let domain_config = v.overwrite.keys().any(|k| k.starts_with(pod::DOMAINS_PREFIX));
         let ctx = json!({
             "name": v.name,
             "namespace": v.namespace,
@@ -68,9 +64,11 @@ impl Templates {
             "allow_expired_window": v.allow_expired_window,
             "max_active_keys": v.max_active_keys,
             "secure_rbac": v.secure_rbac,
+            "config_dir": pod::CONFIG_DIR,
+            "domains_dir": pod::DOMAINS_DIR,
             "policy_file": v.overwrite.contains_key("policy.yaml"),
             "logging_conf": v.overwrite.contains_key("logging.conf"),
-            "domain_config": !domain_files.is_empty(),
+            "domain_config": domain_config,
             "notifications": v.transport_url.is_some(),
             "processes": WSGI_PROCESSES,
         });
@@ -81,75 +79,31 @@ impl Templates {
             "transport_url": v.transport_url.as_ref().map(|t| t.expose().clone()),
         });
 
+        // Keystone reads these where they are mounted (keystone_types::pod::CONFIG_FILES); the two custom files
+        // are always present, empty when unset, so the list of files is fixed.
         let mut cm = BTreeMap::new();
         cm.insert("keystone.conf".to_owned(), self.0.render("keystone.conf", &ctx)?);
         cm.insert("httpd.conf".to_owned(), self.0.render("httpd.conf", &ctx)?);
-        // (source in the pod, destination, mode) of every file kolla copies into place.
-        let mut copies: Vec<(String, String, &str)> = vec![(
-            format!("{CONFIG_DIR}/keystone.conf"),
-            "/etc/keystone/keystone.conf".into(),
-            "0600",
-        )];
+        cm.insert(
+            "10-custom.conf".to_owned(),
+            v.custom_config.clone().unwrap_or_default(),
+        );
         let mut secret = BTreeMap::new();
         secret.insert(
             "00-secrets.conf".to_owned(),
             self.0.render("secrets.conf", &secret_ctx)?,
         );
-        copies.push((
-            format!("{SECRET_DIR}/00-secrets.conf"),
-            "/etc/keystone/keystone.conf.d/00-secrets.conf".into(),
-            "0600",
-        ));
         secret.insert("my.cnf".to_owned(), v.database_client_cnf.expose().clone());
-        copies.push((
-            format!("{SECRET_DIR}/my.cnf"),
-            crate::validate::CLIENT_CNF.into(),
-            "0600",
-        ));
-        if let Some(c) = &v.custom_config {
-            cm.insert("10-custom.conf".to_owned(), c.clone());
-            copies.push((
-                format!("{CONFIG_DIR}/10-custom.conf"),
-                "/etc/keystone/keystone.conf.d/10-custom.conf".into(),
-                "0600",
-            ));
-        }
-        if let Some(c) = &v.custom_secret_config {
-            secret.insert("20-custom-secret.conf".to_owned(), c.expose().clone());
-            copies.push((
-                format!("{SECRET_DIR}/20-custom-secret.conf"),
-                "/etc/keystone/keystone.conf.d/20-custom-secret.conf".into(),
-                "0600",
-            ));
-        }
-        for (file, content) in &v.overwrite {
-            // ConfigMap keys cannot hold '/': domains/keystone.<d>.conf is stored as domains.keystone.<d>.conf
-            let key = file.replace('/', ".");
-            copies.push((
-                format!("{CONFIG_DIR}/{key}"),
-                format!("/etc/keystone/{file}"),
-                "0640",
-            ));
-            cm.insert(key, content.clone());
-        }
-        let config_files: Vec<_> = copies
-            .iter()
-            .map(|(source, dest, perm)| json!({ "source": source, "dest": dest, "owner": "keystone", "perm": perm }))
-            .collect();
-        let mut permissions =
-            vec![json!({ "path": "/etc/keystone/keystone.conf.d", "owner": "keystone:keystone" })];
-        if !domain_files.is_empty() {
-            permissions.push(json!({ "path": "/etc/keystone/domains", "owner": "keystone:keystone" }));
-        }
-        let kolla = json!({
-            "command": format!("/usr/sbin/httpd -DFOREGROUND -f {CONFIG_DIR}/httpd.conf"),
-            "config_files": config_files,
-            "permissions": permissions,
-        });
-        cm.insert(
-            "config.json".to_owned(),
-            serde_json::to_string_pretty(&kolla).unwrap_or_default() + "\n",
+        secret.insert(
+            "20-custom-secret.conf".to_owned(),
+            v.custom_secret_config
+                .as_ref()
+                .map(|c| c.expose().clone())
+                .unwrap_or_default(),
         );
+        for (file, content) in &v.overwrite {
+            cm.insert(pod::overwrite_key(file), content.clone());
+        }
 
         let parts = [("cm", &cm), ("secret", &secret)]
             .into_iter()

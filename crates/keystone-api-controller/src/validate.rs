@@ -96,8 +96,8 @@ pub struct Validated {
     pub network_attachments: Vec<String>,
 }
 
-/// Where kolla puts the client option file in the pod.
-pub const CLIENT_CNF: &str = "/etc/keystone/my.cnf";
+/// The client option file in the pod: in the mounted config Secret (mode 0440, group 42425).
+pub const CLIENT_CNF: &str = "/var/lib/config-data/secret/my.cnf";
 
 /// The MySQL client option file PyMySQL reads through `read_default_file`: the database password in its
 /// `[client]` section, double-quoted (PyMySQL strips one pair of matching quotes, so leading or trailing

@@ -97,7 +97,7 @@ fn defaults() {
     // No password in the URL (Keystone's db_sync cannot take a `%` there): it is in the option file, as is.
     let db = &r.secret["00-secrets.conf"];
     assert!(
-        db.contains("connection = mysql+pymysql://keystone@openstack:3306/keystone?charset=utf8&read_default_file=/etc/keystone/my.cnf\n"),
+        db.contains("connection = mysql+pymysql://keystone@openstack:3306/keystone?charset=utf8&read_default_file=/var/lib/config-data/secret/my.cnf\n"),
         "{db}"
     );
     assert!(!db.contains("w0rd") && !db.contains('%'), "{db}");
@@ -341,4 +341,48 @@ fn hostile_values_stored_before_admission_are_refused_at_reconcile() {
         err.contains("spec.notifications.key") && !err.contains("rabbit://"),
         "{err}"
     );
+}
+
+/// Keystone reads its configuration where the pods mount it (no copying, no root): every file of
+/// `pod::CONFIG_FILES` is a key of the ConfigMap (mounted at `CONFIG_DIR`) or the Secret (at `SECRET_DIR`),
+/// with and without the custom options, and the file paths the rendered options name are mounted too.
+#[test]
+fn every_file_keystone_reads_is_rendered_where_the_pods_mount_it() {
+    use keystone_types::pod::{CONFIG_DIR, CONFIG_FILES, DOMAINS_DIR, SECRET_DIR};
+    let all = json!({
+        "customServiceConfig": "[DEFAULT]\ndebug = true\n",
+        "customServiceConfigSecret": "ldap-secret",
+        "defaultConfigOverwrite": {
+            "policy.yaml": "\"identity:list_users\": \"role:admin\"\n",
+            "logging.conf": "[loggers]\nkeys = root\n",
+            "domains/keystone.ldap.conf": "[identity]\ndriver = ldap\n",
+        },
+    });
+    let mut inputs = inputs();
+    inputs.custom_secret = Some(secret("ldap-secret", &[("ldap.conf", "[ldap]\npassword = x\n")]));
+    for spec in [json!({}), all] {
+        let r = render(&keystone(spec), &inputs);
+        for file in CONFIG_FILES {
+            let (dir, name) = file.rsplit_once('/').unwrap();
+            let held = match dir {
+                d if d == CONFIG_DIR => r.config_map.contains_key(name),
+                d if d == SECRET_DIR => r.secret.contains_key(name),
+                other => panic!("{file}: {other} is not a mounted directory"),
+            };
+            assert!(held, "{file} is not rendered");
+        }
+        let conf = &r.config_map["keystone.conf"];
+        for line in conf.lines() {
+            let Some((option, path)) = line.split_once(" = /") else {
+                continue;
+            };
+            let path = format!("/{path}");
+            let name = path.rsplit_once('/').unwrap().1;
+            let mounted = path == DOMAINS_DIR
+                || path.starts_with("/etc/keystone/fernet-keys")
+                || path.starts_with("/etc/keystone/credential-keys")
+                || (path.starts_with(CONFIG_DIR) && r.config_map.contains_key(name));
+            assert!(mounted, "{option} = {path}: not where the pods mount it");
+        }
+    }
 }

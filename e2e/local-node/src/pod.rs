@@ -606,15 +606,14 @@ impl Worker {
             .map_err(|m| ("CreateContainerConfigError".to_owned(), m))?;
         let mut argv: Vec<String> = c.command.clone().unwrap_or_default();
         argv.extend(c.args.clone().unwrap_or_default());
-        if c.command.is_none() {
-            if standin {
-                argv.insert(0, standin::DEFAULT_COMMAND.to_owned());
-            } else if argv.is_empty() {
-                return Err((
-                    "CreateContainerError".into(),
-                    format!("image {image:?}: no command (the local node has no images)"),
-                ));
-            }
+        if standin && argv.first().map(String::as_str) == Some(standin::IMAGE_HTTPD) {
+            argv[0] = standin::HTTPD.to_owned();
+        }
+        if argv.is_empty() {
+            return Err((
+                "CreateContainerError".into(),
+                format!("image {image:?}: no command (the local node has no images)"),
+            ));
         }
         let argv: Vec<String> = argv.iter().map(|a| env::expand(a, &envs)).collect();
         let script = self

@@ -1,10 +1,8 @@
-//! The stand-in for the default Keystone image (TCIB, CentOS httpd + kolla), which cannot exist here. For
+//! The stand-in for the default Keystone image (TCIB, CentOS httpd + mod_wsgi), which cannot exist here. For
 //! containers whose image matches, the node mounts into the container's mount namespace:
-//! - `/usr/local/bin` (a tmpfs) with `kolla_set_configs` and `kolla_start`: kolla's `set_configs`
-//!   semantics for the rendered `config.json` (copy, owner, perm, optional, merge; then `permissions`), and
-//!   kolla_start's "set configs, then exec `command`"; an httpd command is served by uWSGI instead (Debian
-//!   has Keystone's WSGI app, not CentOS's httpd layout): same port, process count and WSGI script, read
-//!   from the rendered httpd.conf;
+//! - `/usr/local/bin` (a tmpfs) with `httpd`, run in place of the image's `/usr/sbin/httpd`: uWSGI serves
+//!   Keystone's WSGI app (Debian has it, not CentOS's httpd layout) with the port, process count and WSGI
+//!   script read from the rendered httpd.conf;
 //! - `/etc/keystone` (a tmpfs owned by the keystone uid 42425, as the image's is);
 //! - `/etc/passwd` and `/etc/group` with the image's `keystone` user and group (42425).
 //!
@@ -16,11 +14,12 @@ use std::path::Path;
 
 use k8s_openapi::api::core::v1::Pod;
 
-/// The image's default command (its CMD) when the pod gives none.
-pub const DEFAULT_COMMAND: &str = "/usr/local/bin/kolla_start";
+/// The image's httpd, as the operator's pods start it.
+pub const IMAGE_HTTPD: &str = "/usr/sbin/httpd";
+/// What runs in its place.
+pub const HTTPD: &str = "/usr/local/bin/httpd";
 
-const KOLLA_SET_CONFIGS: &str = include_str!("../standin/kolla_set_configs");
-const KOLLA_START: &str = include_str!("../standin/kolla_start");
+const HTTPD_SCRIPT: &str = include_str!("../standin/httpd");
 
 /// Whether any container of the pod uses a stand-in image.
 pub fn applies(images: &[String], pod: &Pod) -> bool {
@@ -37,18 +36,13 @@ pub fn applies(images: &[String], pod: &Pod) -> bool {
 pub fn write_files(pod_dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = pod_dir.join("standin");
-    if dir.join("kolla_start").exists() {
+    if dir.join("bin/httpd").exists() {
         return Ok(());
     }
     std::fs::create_dir_all(dir.join("bin"))?;
-    for (name, body) in [
-        ("kolla_set_configs", KOLLA_SET_CONFIGS),
-        ("kolla_start", KOLLA_START),
-    ] {
-        let p = dir.join("bin").join(name);
-        std::fs::write(&p, body)?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
-    }
+    let p = dir.join("bin/httpd");
+    std::fs::write(&p, HTTPD_SCRIPT)?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
     let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     if !passwd.lines().any(|l| l.starts_with("keystone:")) {
         passwd.push_str("keystone:x:42425:42425:keystone:/var/lib/keystone:/usr/sbin/nologin\n");
@@ -72,10 +66,7 @@ pub fn mount_script(pod_dir: &Path) -> String {
     let d = dir.to_string_lossy();
     let mut s = String::new();
     let _ = writeln!(s, "mount -t tmpfs -o mode=0755 standin-bin /usr/local/bin");
-    let _ = writeln!(
-        s,
-        "cp '{d}/bin/kolla_set_configs' '{d}/bin/kolla_start' /usr/local/bin/"
-    );
+    let _ = writeln!(s, "cp '{d}/bin/httpd' /usr/local/bin/");
     let _ = writeln!(s, "mkdir -p /etc/keystone");
     let _ = writeln!(
         s,

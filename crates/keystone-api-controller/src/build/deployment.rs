@@ -1,5 +1,6 @@
-//! The API Deployment, its PodDisruptionBudget and ServiceAccount, for the default (TCIB) image's contract:
-//! `kolla_start` copies the files listed in `config.json` into place and starts httpd; uid/gid 42425. The key
+//! The API Deployment, its PodDisruptionBudget and ServiceAccount. The container runs the image's httpd on the
+//! rendered httpd.conf; Keystone reads its configuration where it is mounted (`keystone_types::pod`), as
+//! uid/gid 42425 without privilege escalation. The key
 //! Secrets are mounted whole (no subPath) so the kubelet swaps rotated keys in place: a key rotation is not a
 //! rollout input. The pod template carries a hash of what should restart pods (config and image).
 
@@ -90,11 +91,17 @@ pub fn deployment(ks: &KeystoneAPI, inputs: &PodInputs) -> Deployment {
     );
     pod_labels.extend(selector.clone());
 
+    let domain_files = pod::domain_files(ks.spec.default_config_overwrite.keys());
     let container = Container {
         name: "keystone-api".into(),
         image: Some(inputs.image.clone()),
-        command: Some(vec!["/usr/local/bin/kolla_start".into()]),
-        env: Some(vec![pod::kolla_env()]),
+        command: Some(vec![
+            "/usr/sbin/httpd".into(),
+            "-DFOREGROUND".into(),
+            "-f".into(),
+            format!("{}/httpd.conf", pod::CONFIG_DIR),
+        ]),
+        env: Some(vec![pod::config_files_env()]),
         ports: Some(vec![ContainerPort {
             name: Some("keystone-api".into()),
             container_port: PORT,
@@ -106,7 +113,7 @@ pub fn deployment(ks: &KeystoneAPI, inputs: &PodInputs) -> Deployment {
         liveness_probe: Some(probe(30, 10, 3)),
         resources: ks.spec.resources.clone(),
         security_context: Some(pod::container_security_context()),
-        volume_mounts: Some(pod::mounts()),
+        volume_mounts: Some(pod::mounts(&domain_files)),
         lifecycle: Some(Lifecycle {
             pre_stop: Some(LifecycleHandler {
                 sleep: Some(SleepAction {
@@ -118,7 +125,12 @@ pub fn deployment(ks: &KeystoneAPI, inputs: &PodInputs) -> Deployment {
         }),
         ..Default::default()
     };
-    let volumes = pod::volumes(&instance, &inputs.config_map, &inputs.config_secret);
+    let volumes = pod::volumes(
+        &instance,
+        &inputs.config_map,
+        &inputs.config_secret,
+        &domain_files,
+    );
     let anti_affinity = Affinity {
         pod_anti_affinity: Some(PodAntiAffinity {
             preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {

@@ -1,8 +1,7 @@
 //! The db-create, db-sync and bootstrap Jobs and the trust-flush CronJob. Every Job is named after its inputs
 //! hash (a Job's pod template is immutable, so each run is a new Job). Passwords reach the pods only through
-//! `secretKeyRef` environment variables, never as arguments or in a ConfigMap. The keystone-manage Jobs run
-//! through `kolla_set_configs` with the same rendered `config.json` as the API pods, so they read exactly the
-//! configuration the api controller published.
+//! `secretKeyRef` environment variables, never as arguments or in a ConfigMap. The keystone-manage Jobs mount
+//! the configuration the api controller published as the API pods do and read it in place (`--config-file`).
 
 use std::collections::BTreeMap;
 
@@ -134,7 +133,14 @@ fn pod_template(
             restart_policy: Some("Never".into()),
             automount_service_account_token: Some(false),
             containers: vec![container],
-            volumes: config.map(|c| pod::volumes(&ks.name_any(), &c.config_map, &c.config_secret)),
+            volumes: config.map(|c| {
+                pod::volumes(
+                    &ks.name_any(),
+                    &c.config_map,
+                    &c.config_secret,
+                    &pod::domain_files(ks.spec.default_config_overwrite.keys()),
+                )
+            }),
             security_context: Some(pod::pod_security_context()),
             node_selector: ks.spec.node_selector.clone(),
             tolerations: ks.spec.tolerations.clone(),
@@ -180,8 +186,6 @@ fn job(
 }
 
 fn keystone_manage(ks: &KeystoneAPI, args: &str, env: Vec<EnvVar>) -> Container {
-    let mut all = vec![pod::kolla_env()];
-    all.extend(env);
     Container {
         name: "keystone-manage".into(),
         image: Some(ks.spec.container_image.clone()),
@@ -189,10 +193,12 @@ fn keystone_manage(ks: &KeystoneAPI, args: &str, env: Vec<EnvVar>) -> Container 
         command: Some(vec![
             "/bin/bash".into(),
             "-c".into(),
-            format!("/usr/local/bin/kolla_set_configs && exec keystone-manage {args}"),
+            format!("exec keystone-manage {} {args}", pod::config_file_args()),
         ]),
-        env: Some(all),
-        volume_mounts: Some(pod::mounts()),
+        env: (!env.is_empty()).then_some(env),
+        volume_mounts: Some(pod::mounts(&pod::domain_files(
+            ks.spec.default_config_overwrite.keys(),
+        ))),
         security_context: Some(pod::container_security_context()),
         ..Default::default()
     }
@@ -310,8 +316,10 @@ pub fn credential_migrate_job(
     container.command = Some(vec![
         "/bin/bash".into(),
         "-c".into(),
-        "/usr/local/bin/kolla_set_configs && python3 -c \"$KEYS_CHECK\" && exec keystone-manage credential_migrate"
-            .into(),
+        format!(
+            "python3 -c \"$KEYS_CHECK\" && exec keystone-manage {} credential_migrate",
+            pod::config_file_args()
+        ),
     ]);
     job(
         ks,
@@ -477,7 +485,7 @@ mod tests {
             .containers[0];
         assert_eq!(
             sync.command.as_ref().unwrap()[2],
-            "/usr/local/bin/kolla_set_configs && exec keystone-manage db_sync"
+            format!("exec keystone-manage {} db_sync", pod::config_file_args())
         );
     }
 
