@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 CLUSTER ?= local
 
-.PHONY: help build release generate bundle-validate run test bench e2e lint fmt control-plane helm chart-lint upgrade-crds cluster-up cluster-down node-up node-down clean-cache
+.PHONY: help build release generate bundle-validate run test test-node images bench e2e lint fmt control-plane helm chart-lint upgrade-crds cluster-up cluster-down node-up node-down clean-cache
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,12 @@ test: ## fmt check, clippy -D warnings, generated files, unit + integration test
 
 bench: ## Benchmarks on local control planes: convergence, API requests, scale, memory, rotation, failover (BENCHMARKS.md; ARGS="--phases converge --runs 5 --idle 60s")
 	hack/bench.sh $(ARGS)
+
+test-node: ## The real node tier: kubelet + containerd, images built here, the operator installed by Helm (root; e2e/README.md)
+	hack/test-node.sh
+
+images: ## Build the images for the real node from Debian packages and PyPI (root; hack/images.sh)
+	hack/images.sh all
 
 e2e: ## End-to-end scenarios: a real Keystone on the local node (root; e2e/README.md)
 	hack/e2e.sh

@@ -45,6 +45,15 @@ buildah_() {
   buildah --root "$out/buildah/root" --runroot "$out/buildah/run" --storage-driver overlay "$@"
 }
 
+# prune NAME KEEP: archives of NAME other than KEEP (older inputs) are removed
+prune() {
+  local f
+  for f in "$out/$1"-????????????????.tar; do
+    [ -f "$f" ] && [ "$f" != "$2" ] && rm -f "$f"
+  done
+  true
+}
+
 need_root() {
   [ "$(id -u)" = 0 ] || { log "building images needs root (buildah, debootstrap)"; exit 1; }
 }
@@ -158,6 +167,7 @@ containerfile() { # containerfile NAME: hack/images/NAME/Containerfile on the de
     buildah_ push --quiet "$(ref "$name")" "docker-archive:$tar.tmp:$(ref "$name")" >/dev/null
     mv "$tar.tmp" "$tar"
     rm -rf "$work"
+    prune "$name" "$tar"
     log "$name built in $((SECONDS - start))s"
   fi
   echo "$tar"
@@ -189,6 +199,7 @@ PY
       python3 "$here/lib/pack-image.py" "$root" "$(ref "keystone-$c-controller")" "$tar" --user 65532:65532 \
         --entrypoint "[\"/usr/local/bin/keystone-$c-controller\"]" --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
       rm -rf "$root"
+      prune "keystone-$c-controller" "$tar"
     fi
     tars+=("$tar")
   done

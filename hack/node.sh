@@ -86,7 +86,7 @@ wait_for() { # wait_for SECONDS PROCESS COMMAND...
 
 start_bg() { # start_bg NAME COMMAND...: a session leader with its log, PID recorded
   local p=$1; shift
-  setsid "$@" </dev/null >"$dir/logs/$p.log" 2>&1 9>&- &
+  setsid "$@" </dev/null >"$dir/logs/$p.log" 2>&1 8>&- 9>&- &
   echo $! > "$dir/$p.pid"
 }
 
@@ -297,7 +297,7 @@ up() {
   PAUSE_IMAGE=$("$here/images.sh" ref pause)
   mkdir -p "$CACHE/nodes"
   exec 8>"$CACHE/nodes/.lock"
-  flock 8
+  flock -w 120 8 || { log "another hack/node.sh holds $CACHE/nodes/.lock"; exit 1; }
   local other
   for other in "$CACHE"/nodes/*/kubelet.pid; do
     [ -f "$other" ] || continue
@@ -310,7 +310,7 @@ up() {
   mkdir -p "$dir/host"
   [ -f "$dir/host/sysctl" ] || record_host_state
   ip addr show dev lo | grep -q " $NODE_IP/32 " || ip addr add "$NODE_IP/32" dev lo
-  eval "$(NODE_IP=$NODE_IP "$here/local-cluster.sh" up --name "$name" --node-ip "$NODE_IP")"
+  eval "$(NODE_IP=$NODE_IP "$here/local-cluster.sh" up --name "$name" --node-ip "$NODE_IP" 8>&-)"
   cluster="$CACHE/clusters/$name"
   KUBECTL="$(dirname "$("$here/build-control-plane.sh")")/bin/kubectl"
   mkdir -p "$dir/logs" "$dir/pki" "$dir/host"
@@ -421,7 +421,7 @@ down() {
   [ -d "$dir" ] || exit 0
   mkdir -p "$CACHE/nodes"
   exec 8>"$CACHE/nodes/.lock"
-  flock 8
+  flock -w 120 8 || { log "another hack/node.sh holds $CACHE/nodes/.lock"; exit 1; }
   stop_all
   "$here/local-cluster.sh" down --name "$name"
   undo_host
