@@ -116,7 +116,8 @@ distroless() {
     local work="$out/work/distroless" root
     root="$work/root"
     rm -rf "$work"; mkdir -p "$root" "$work/debs"
-    (cd "$work/debs" && apt-get download -qq "${pkgs[@]}" >/dev/null)
+    (cd "$work/debs" && { apt-get download -qq "${pkgs[@]}" >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null && apt-get download -qq "${pkgs[@]}" >/dev/null; }; })
     for d in "$work"/debs/*.deb; do dpkg-deb -x "$d" "$root"; done
     rm -rf "$root"/usr/share/doc "$root"/usr/share/man "$root"/usr/share/lintian "$root"/usr/share/locale
     mkdir -p "$root/etc/ssl/certs" "$root/tmp" "$root/home/nonroot"
