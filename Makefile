@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 CLUSTER ?= local
 
-.PHONY: help build release generate bundle-validate run test test-node images bench e2e lint fmt control-plane helm chart-lint upgrade-crds cluster-up cluster-down node-up node-down clean-cache
+.PHONY: help build release generate bundle-validate run run-dev test test-node images bench e2e lint fmt control-plane helm chart-lint upgrade-crds cluster-up cluster-down node-up node-down clean-cache
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -23,8 +23,11 @@ generate: ## Regenerate the CRDs (manifests/crds, chart), manifests/install.yaml
 bundle-validate: ## Run OLM's bundle validators (operatorframework suite, offline) on bundle/
 	$$(hack/build-olm-validator.sh) bundle
 
-run: ## Start the local control plane, install CRDs, run the controllers, apply the sample (CLUSTER=current: your cluster, no sample)
+run: ## As root: the real node, images built here, the operator installed by Helm, the sample Keystone Ready (CLUSTER=current: the controllers against your cluster)
 	CLUSTER=$(CLUSTER) hack/run.sh
+
+run-dev: ## The controllers as local processes and the process node (fast iteration; e2e/README.md)
+	RUN_MODE=dev CLUSTER=$(CLUSTER) hack/run.sh
 
 test: ## fmt check, clippy -D warnings, generated files, unit + integration tests on a real control plane
 	hack/test.sh
@@ -65,8 +68,9 @@ cluster-up: ## Start (or reuse) the local control plane `dev`
 cluster-down: ## Stop the local control plane `dev`
 	hack/local-cluster.sh down --name dev
 
-node-up: ## Start the local node for `dev` (root): MariaDB, memcached, the node agent running the pods
-	eval "$$(hack/local-cluster.sh up --name dev)" && hack/local-node.sh up --name dev
+node-up: ## Start the real node `dev` and its control plane (root; hack/node.sh)
+	hack/node.sh up --name dev
 
-node-down: ## Stop the local node of `dev`
+node-down: ## Stop the real node `dev` and its control plane, undo its host changes (and the process node of run-dev)
+	hack/node.sh down --name dev
 	hack/local-node.sh down --name dev

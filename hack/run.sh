@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: build the controllers, start the local control plane (the default) or use the current
+# `make run` as root runs hack/run-node.sh (the real node, the operator installed by Helm). This is
+# `make run-dev` (and `make run` without root): build the controllers, start the local control plane (the default) or use the current
 # kubeconfig (CLUSTER=current), install the CRDs, run the three controllers in the foreground and, on the
 # local control plane only, start the local node (as root: MariaDB, memcached and the node agent that runs the
 # pods with Debian's Keystone), apply the sample KeystoneAPI, wait until it is Ready and print the command that
@@ -10,6 +11,9 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 CLUSTER=${CLUSTER:-local}
 NAMESPACE=${NAMESPACE:-openstack}
+if [ "${RUN_MODE:-node}" = node ] && [ "$CLUSTER" = local ] && [ "$(id -u)" = 0 ]; then
+  exec hack/run-node.sh
+fi
 
 cargo build --locked --bins
 bin=$(dirname "$(hack/build-control-plane.sh)")/bin
@@ -52,7 +56,8 @@ if [ "$CLUSTER" = local ]; then
     hack/local-node.sh up --name dev --namespace "$NAMESPACE"
     node=1
   else
-    echo "run: not root, so no local node: the KeystoneAPI is accepted and configured, but its pods never run" >&2
+    echo "run: not root, so no node: the KeystoneAPI is accepted and configured, but its pods never run (a node" \
+      "needs root for its interfaces, iptables rules, cgroups and mounts: sudo make run starts the real one)" >&2
   fi
   start=$SECONDS
   "${kubectl[@]}" create namespace "$NAMESPACE" --dry-run=client -o yaml | "${kubectl[@]}" apply -f - >/dev/null

@@ -13,7 +13,6 @@ use test_support::cluster::repo_root;
 const OPERATOR_NS: &str = "keystone-operator";
 const NS: &str = "openstack";
 const KEYSTONE_IMAGE: &str = "localhost/keystone-operator/openstack-keystone:dev";
-const CLIENT_IMAGE: &str = "localhost/keystone-operator/client:dev";
 
 fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write as _;
@@ -264,15 +263,8 @@ fn helm_installed_operator_runs_the_sample_keystone_on_the_real_node() {
     );
 
     // A client pod issues a token through the public Service's DNS name.
-    kubectl_in(
-        &["-n", NS, "apply", "-f", "-"],
-        &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: client}}\nspec:\n  automountServiceAccountToken: false\n  \
-             securityContext: {{runAsNonRoot: true, runAsUser: 1000, seccompProfile: {{type: RuntimeDefault}}}}\n  \
-             containers:\n  - name: client\n    image: {CLIENT_IMAGE}\n    imagePullPolicy: Never\n    \
-             command: [sleep, '600']\n    securityContext: {{allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}\n"
-        ),
-    );
+    // e2e/node/client.yaml: the client pod users run (restricted profile)
+    kubectl(&["-n", NS, "apply", "-f", "e2e/node/client.yaml"]);
     kubectl(&[
         "-n",
         NS,
