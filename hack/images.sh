@@ -9,7 +9,11 @@
 #                               libssl3, tzdata and the CA bundle (the base the Dockerfiles name)
 #   hack/images.sh keystone|mariadb|memcached|client   hack/images/NAME/Containerfile, built with buildah
 #   hack/images.sh operator     the three controllers: `make release` binaries on the distroless base (the fast
-#                               path; the Dockerfiles themselves build the same binaries in a container)
+#                               path), or with OPERATOR_IMAGES=dockerfiles the images the Dockerfiles build
+#   hack/images.sh rust         docker.io/library/rust:1.95-bookworm (the Dockerfiles' build stage): the debian base,
+#                               gcc, and this machine's toolchain of rust-toolchain.toml's channel
+#   hack/images.sh dockerfiles  Dockerfile.api, Dockerfile.fernet, Dockerfile.db built as they are (buildah), under
+#                               the controllers' references; the cargo build runs in the container (crates.io)
 #   hack/images.sh ref NAME     the image reference of NAME (no build)
 #   hack/images.sh all          everything above
 set -euo pipefail
@@ -27,6 +31,7 @@ ref() {
     pause) echo "localhost/keystone-operator/pause:3.10" ;;
     debian) echo "localhost/keystone-operator/debian:bookworm" ;;
     distroless) echo "gcr.io/distroless/cc-debian12:nonroot" ;;
+    rust) echo "docker.io/library/rust:1.95-bookworm" ;;
     keystone) echo "localhost/keystone-operator/openstack-keystone:$TAG" ;;
     mariadb|memcached|client) echo "localhost/keystone-operator/$1:$TAG" ;;
     keystone-*-controller) echo "localhost/keystone-operator/$1:$TAG" ;;
@@ -42,7 +47,8 @@ key() { # a short hash of the given strings and files
 }
 
 buildah_() {
-  buildah --root "$out/buildah/root" --runroot "$out/buildah/run" --storage-driver overlay "$@"
+  # TMPDIR: buildah keeps RUN --mount=type=cache directories under it (else /var/tmp/buildah-cache)
+  TMPDIR="$out/tmp" buildah --root "$out/buildah/root" --runroot "$out/buildah/run" --storage-driver overlay "$@"
 }
 
 # prune NAME KEEP: archives of NAME other than KEEP (older inputs) are removed
@@ -154,12 +160,17 @@ containerfile() { # containerfile NAME: hack/images/NAME/Containerfile on the de
   need_root
   local name=$1 ctx="$here/images/$1" k tar base
   base=$(debian)
-  k=$(key "$ctx" "$base" "$KOLLA_VERSION")
+  k=$(key "$ctx" "$base" "$KOLLA_VERSION" "$([ "$name" = rust ] && "$(rust_toolchain)/bin/rustc" -V)" \
+    "$([ "$name" = rust ] && sha256sum /etc/ssl/certs/ca-certificates.crt)")
   tar="$out/$name-$k.tar"
   if [ ! -f "$tar" ]; then
     local start=$SECONDS work="$out/work/$name"
     rm -rf "$work"; mkdir -p "$work"; cp -a "$ctx/." "$work/"
     [ "$name" = keystone ] && kolla_files "$work/kolla"
+    if [ "$name" = rust ]; then
+      mkdir -p "$work/toolchain" && cp -a "$(rust_toolchain)/." "$work/toolchain/"
+      cp /etc/ssl/certs/ca-certificates.crt "$work/"
+    fi
     into_buildah debian "$base"
     log "building $(ref "$name")"
     buildah_ bud --quiet --pull=never --network host --layers -f "$work/Containerfile" -t "$(ref "$name")" "$work" \
@@ -174,8 +185,34 @@ containerfile() { # containerfile NAME: hack/images/NAME/Containerfile on the de
   echo "$tar"
 }
 
+rust_toolchain() { # the host toolchain directory of rust-toolchain.toml's channel
+  local channel
+  channel=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$repo/rust-toolchain.toml")
+  readlink -f "${RUSTUP_HOME:-$HOME/.rustup}/toolchains/$channel-x86_64-unknown-linux-gnu"
+}
+
+dockerfiles() { # the three Dockerfiles as they are; both bases come from here, nothing is pulled
+  need_root
+  local c tars=() start=$SECONDS
+  into_buildah rust "$(containerfile rust)"
+  into_buildah distroless "$(distroless)"
+  for c in api fernet db; do
+    local r tar="$out/dockerfile-$c.tar"
+    r=$(ref "keystone-$c-controller")
+    log "building Dockerfile.$c"
+    buildah_ bud --quiet --pull=never --network host --layers -f "$repo/Dockerfile.$c" -t "$r" "$repo" \
+      >"$out/work/dockerfile-$c.log" 2>&1 || { tail -30 "$out/work/dockerfile-$c.log" >&2; exit 1; }
+    rm -f "$tar"
+    buildah_ push --quiet "$r" "docker-archive:$tar:$r" >/dev/null
+    tars+=("$tar")
+  done
+  log "Dockerfiles built in $((SECONDS - start))s"
+  printf '%s\n' "${tars[@]}"
+}
+
 operator() { # the fast path: host release binaries (same glibc as bookworm) on the distroless base
   need_root
+  if [ "${OPERATOR_IMAGES:-}" = dockerfiles ]; then dockerfiles; return; fi
   local base c tars=()
   base=$(distroless)
   (cd "$repo" && cargo build --release --locked -q -p keystone-api-controller -p keystone-fernet-controller \
@@ -207,13 +244,14 @@ PY
   printf '%s\n' "${tars[@]}"
 }
 
-mkdir -p "$out/work" "$out/buildah"
+mkdir -p "$out/work" "$out/buildah" "$out/tmp"
 case "${1:-}" in
   ref) ref "$2" ;;
   pause) pause ;;
   debian) debian ;;
   distroless) distroless ;;
-  keystone|mariadb|memcached|client) containerfile "$1" ;;
+  keystone|mariadb|memcached|client|rust) containerfile "$1" ;;
+  dockerfiles) dockerfiles ;;
   operator) operator ;;
   all) pause; distroless; for i in keystone mariadb memcached client; do containerfile "$i"; done; operator ;;
   *) sed -n '2,16p' "$0" >&2; exit 2 ;;

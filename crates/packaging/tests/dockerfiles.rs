@@ -1,6 +1,6 @@
-//! The three Dockerfiles: each runs exactly the release build CI runs (`make release`), copies its own
-//! binary into a non-root distroless image, and passes hadolint. No container engine exists here, so this
-//! and CI's `make release` are what stands between a Dockerfile edit and a broken image.
+//! The three Dockerfiles: each runs exactly the release build of `make release`, copies its own binary into a
+//! non-root distroless image, and passes hadolint. CI builds them as they are with buildah
+//! (`OPERATOR_IMAGES=dockerfiles make test-node`) and runs the images on the real node.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
