@@ -20,15 +20,7 @@ WANT=(etcd kube-apiserver kube-controller-manager kubectl)
 
 log() { echo "build-control-plane: $*" >&2; }
 
-have_all() {
-  local b
-  for b in "${WANT[@]}"; do [ -x "$BIN/$b" ] || return 1; done
-}
-
-if have_all; then
-  echo "$BIN"
-  exit 0
-fi
+cached_or_continue "$BIN" "${WANT[@]}"
 
 command -v go >/dev/null || { log "go is not installed (need Go >= 1.26)"; exit 1; }
 mkdir -p "$CACHE"
@@ -60,5 +52,6 @@ fi
 # --- kubernetes ------------------------------------------------------------------------------------
 kube_build "$KUBE_VERSION" "$WORK/kube" "$BIN" kube-apiserver kube-controller-manager kubectl
 
-have_all || { log "build finished but binaries are missing in $BIN"; exit 1; }
-echo "$BIN"
+cached_or_continue "$BIN" "${WANT[@]}"  # prints BIN and exits when all are there
+log "build finished but binaries are missing in $BIN"
+exit 1

@@ -22,14 +22,7 @@ WANT=(kubelet kube-proxy kube-scheduler coredns crictl pause)
 
 log() { echo "build-node: $*" >&2; }
 
-have_all() {
-  local b
-  for b in "${WANT[@]}"; do [ -x "$BIN/$b" ] || return 1; done
-}
-if have_all; then
-  echo "$BIN"
-  exit 0
-fi
+cached_or_continue "$BIN" "${WANT[@]}"
 command -v go >/dev/null || { log "go is not installed (need Go >= 1.26)"; exit 1; }
 command -v gcc >/dev/null || { log "gcc is needed for the static pause binary"; exit 1; }
 mkdir -p "$BIN"
@@ -43,5 +36,6 @@ if [ ! -x "$BIN/pause" ]; then
   strip "$BIN/pause.tmp"
   mv "$BIN/pause.tmp" "$BIN/pause"
 fi
-have_all || { log "build finished but binaries are missing in $BIN"; exit 1; }
-echo "$BIN"
+cached_or_continue "$BIN" "${WANT[@]}"  # prints BIN and exits when all are there
+log "build finished but binaries are missing in $BIN"
+exit 1

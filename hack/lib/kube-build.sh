@@ -5,6 +5,14 @@
 # refuses k8s.io/kubernetes (its go.mod has replace lines), so a throwaway tools module pins every staging
 # module to the published v0.Y.Z with its own replace block, derived from the proxy's copy of k8s's go.mod.
 
+# cached_or_continue BINDIR NAME...: when every NAME is in BINDIR, print BINDIR and exit (the cache is warm)
+cached_or_continue() {
+  local bin=$1 b; shift
+  for b in "$@"; do [ -x "$bin/$b" ] || return 0; done
+  echo "$bin"
+  exit 0
+}
+
 # kube_build KUBE_VERSION WORKDIR BINDIR CMD... — builds k8s.io/kubernetes/cmd/CMD into BINDIR for each CMD
 # that is missing there (CGO_ENABLED=0, version stamped). WORKDIR holds the tools module.
 kube_build() {
