@@ -282,9 +282,20 @@ node_ready() {
 }
 
 import_images() { # import_images TAR...: docker-archives into the k8s.io namespace the CRI uses
-  local t
+  # An archive imported before (same path, size and modification time) whose image containerd still has is
+  # skipped.
+  local t ref id
+  touch "$dir/imported"
   for t in "$@"; do
+    ref=$(tar -xOf "$t" manifest.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["RepoTags"][0])')
+    id="$t:$(stat -c %s:%Y "$t")"
+    if grep -qxF "$id $ref" "$dir/imported" \
+       && [ -n "$(ctr --address "$sock" -n k8s.io images ls -q "name==$ref" 2>/dev/null)" ]; then
+      continue
+    fi
     ctr --address "$sock" -n k8s.io images import --no-unpack=false "$t" >/dev/null
+    { grep -vF " $ref" "$dir/imported" || true; echo "$id $ref"; } > "$dir/imported.new"
+    mv "$dir/imported.new" "$dir/imported"
   done
 }
 
