@@ -12,7 +12,8 @@ OPERATOR_NAMESPACE=${OPERATOR_NAMESPACE:-keystone-operator}
 KEYSTONE_IMAGE=$(hack/images.sh ref keystone)
 t0=$SECONDS
 hack/install-test-deps.sh --node
-mapfile -t tars < <(hack/images.sh all)
+images=$(hack/images.sh all)  # fails the script when a build fails
+mapfile -t tars <<<"$images"
 eval "$(hack/node.sh up --name dev)"
 hack/node.sh load --name dev "${tars[@]}"
 kubectl="$(hack/build-control-plane.sh)/kubectl"

@@ -16,7 +16,7 @@ t0=$SECONDS
 stage() { echo "test-node: $1 in $((SECONDS - ${2}))s" >&2; }
 s=$SECONDS; hack/install-test-deps.sh --node; stage "Debian packages" $s
 s=$SECONDS; hack/build-node.sh >/dev/null; stage "node binaries" $s
-s=$SECONDS; mapfile -t tars < <(hack/images.sh all); stage "images" $s
+s=$SECONDS; images=$(hack/images.sh all); mapfile -t tars <<<"$images"; stage "images" $s
 cleanup() {
   if [ "${KEEP_CLUSTER:-0}" != 1 ]; then hack/node.sh down --name node || true; fi
 }
